@@ -1,0 +1,39 @@
+// cachet — engine construction options.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "cachet/types.h"
+
+namespace cachet {
+
+// Options for building an Engine. Zero means "choose for me" where a field says so;
+// Engine::info() reports the values actually chosen.
+struct EngineConfig {
+  // A Hugging Face model directory: config.json, model.safetensors or
+  // model.safetensors.index.json with its shards.
+  std::string model_dir;
+  // Where to run. kAuto falls back to the CPU backend (and logs it) when no GPU is usable.
+  Device device = Device::kAuto;
+  // Tokens per KV-cache block (a power of two, 1..256).
+  std::int32_t block_size = 16;
+  // Number of KV blocks. 0: as many as `kv_cache_bytes` allows.
+  std::int64_t num_kv_blocks = 0;
+  // Memory budget for the KV cache in bytes when num_kv_blocks is 0. Default 512 MiB.
+  std::int64_t kv_cache_bytes = std::int64_t{512} << 20;
+  // Longest sequence (prompt + generated) in tokens. 0: the model's
+  // max_position_embeddings.
+  std::int32_t max_model_len = 0;
+  // At most this many sequences in one step.
+  std::int32_t max_num_seqs = 64;
+  // At most this many tokens (prefill + decode) in one step; long prompts are prefilled
+  // in chunks of at most this size.
+  std::int32_t max_num_batched_tokens = 2048;
+  // CPU worker threads. 0: std::thread::hardware_concurrency().
+  std::int32_t num_threads = 0;
+  // Log level of the library's logger: "trace", "debug", "info", "warn", "error", "off".
+  std::string log_level = "warn";
+};
+
+}  // namespace cachet

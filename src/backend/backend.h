@@ -1,0 +1,61 @@
+// The only interface between the engine and arithmetic. The engine, scheduler and KV
+// cache manager never touch tensors; a backend never sees requests, only a ForwardBatch.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "cachet/types.h"
+
+namespace cachet::backend {
+
+// Geometry of the paged KV cache. Per layer, one K pool and one V pool, each
+//   // [num_blocks, num_kv_heads, block_size, head_dim]
+// so one (block, kv_head) is one contiguous block_size x head_dim tile. The K/V of token
+// slot `s` lives in block s / block_size at offset s % block_size.
+struct KvCacheSpec {
+  std::int32_t num_layers = 0;
+  std::int32_t num_kv_heads = 0;
+  std::int32_t head_dim = 0;
+  std::int32_t block_size = 16;
+  std::int64_t num_blocks = 0;
+};
+
+// One engine step, FlashAttention "varlen + paged" style. The new tokens of all sequences
+// are flattened in sequence order: sequence s owns token indices
+// [query_start[s], query_start[s + 1]). Its new tokens have consecutive positions ending at
+// context_lens[s] - 1; the K/V of its positions [0, context_lens[s] - query_len) are already
+// in the cache (a cached prefix or an earlier prefill chunk), reached through its row of
+// block_tables. A token at position p attends to positions [0, p] of its own sequence.
+struct ForwardBatch {
+  std::vector<TokenId> token_ids;       // [num_tokens]
+  std::vector<std::int32_t> positions;  // [num_tokens]
+  std::vector<std::int64_t> slot_mapping;  // [num_tokens] where each new token's K/V is written
+  std::vector<std::int32_t> query_start;   // [num_seqs + 1], query_start[0] = 0
+  std::vector<std::int32_t> context_lens;  // [num_seqs]
+  // [num_seqs, max_blocks_per_seq] row-major; entries past a sequence's blocks are unused.
+  std::vector<std::int32_t> block_tables;
+  std::int32_t max_blocks_per_seq = 0;
+  // Token indices whose logits are wanted, in the order the logits are returned.
+  std::vector<std::int32_t> logits_indices;
+
+  std::int32_t num_tokens() const { return static_cast<std::int32_t>(token_ids.size()); }
+  std::int32_t num_seqs() const { return static_cast<std::int32_t>(context_lens.size()); }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // "cpu" or "cuda".
+  virtual std::string_view name() const = 0;
+  virtual const KvCacheSpec& kv_spec() const = 0;
+  virtual std::int32_t vocab_size() const = 0;
+  // Runs the model over `batch`: writes every new token's K/V to its slot, then returns
+  // the logits of the tokens in batch.logits_indices in `logits`, resized to
+  // [logits_indices.size(), vocab_size] row-major, fp32.
+  virtual void forward(const ForwardBatch& batch, std::vector<float>& logits) = 0;
+};
+
+}  // namespace cachet::backend

@@ -1,0 +1,2 @@
+#include "support/reference_model.h"
+// Implemented by the CPU backend work.

@@ -1,0 +1,41 @@
+// Helpers shared by the tests: temporary directories, test models, running the CLI.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "model/make_model.h"
+
+namespace cachet::testing {
+
+// A fresh empty directory under the system temp dir, removed when the object dies.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Reads a whole file; throws std::runtime_error when it cannot.
+std::string read_file(const std::filesystem::path& path);
+void write_file(const std::filesystem::path& path, const std::string& contents);
+
+// tests/data in the source tree.
+std::filesystem::path test_data_dir();
+
+// Runs `command` through the shell; returns its exit code and what it printed on stdout
+// (stderr is folded in when `merge_stderr`).
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;
+};
+CommandResult run_command(const std::string& command, bool merge_stderr = false);
+// The built `cachet` executable.
+std::string cli_path();
+
+}  // namespace cachet::testing
