@@ -1,1 +1,33 @@
-int main() { return 0; }
+// `cachet`: generate with a model, make test models, inspect a model directory.
+#include <fmt/core.h>
+
+#include <CLI/CLI.hpp>
+#include <exception>
+
+#include "cachet/errors.h"
+#include "tools/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"cachet: an embeddable LLM inference runtime with automatic prefix caching"};
+  app.require_subcommand(1);
+  cachet::tools::Runner generate = cachet::tools::add_generate_command(app);
+  cachet::tools::Runner make_model = cachet::tools::add_make_model_command(app);
+  cachet::tools::Runner info = cachet::tools::add_info_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (app.got_subcommand("generate")) return generate();
+    if (app.got_subcommand("make-model")) return make_model();
+    if (app.got_subcommand("info")) return info();
+  } catch (const cachet::Error& e) {
+    fmt::print(stderr, "cachet: error: {}\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "cachet: internal error: {}\n", e.what());
+    return 3;
+  }
+  return 2;
+}

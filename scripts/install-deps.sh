@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages cachet builds with. Idempotent: does nothing when they are
+# all there. Used by the README commands and by CI.
+set -euo pipefail
+PACKAGES=(g++ cmake ninja-build ccache pkg-config
+          libfmt-dev libspdlog-dev nlohmann-json3-dev libxxhash-dev libpcre2-dev libutf8proc-dev
+          libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing: ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,18 @@
+// Whether a CUDA device can be used, asked without touching anything else.
+#pragma once
+
+#include <string>
+
+namespace cachet::backend {
+
+struct CudaProbe {
+  bool built_with_cuda = false;
+  int device_count = 0;
+  std::string device_name;  // of device 0, when there is one
+  std::string problem;      // why CUDA cannot be used; empty when it can
+};
+
+// Never throws: any CUDA error (no driver, driver too old, no device) is a `problem`.
+CudaProbe probe_cuda();
+
+}  // namespace cachet::backend

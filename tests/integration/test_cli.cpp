@@ -1,0 +1,156 @@
+// The `cachet` command-line tool: make-model, generate (human and JSON Lines), info, errors.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "support/test_support.h"
+
+namespace cachet {
+namespace {
+
+using ::testing::HasSubstr;
+using nlohmann::json;
+using testing::cli_path;
+using testing::run_command;
+using testing::TempDir;
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_ = (dir_.path() / "model").string();
+    auto r = run_command(cli_path() + " make-model --arch qwen3 --preset tiny --seed 5 --out " + model_, true);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+
+  std::vector<json> json_lines(const std::string& output) {
+    std::vector<json> lines;
+    std::istringstream in(output);
+    std::string line;
+    while (std::getline(in, line))
+      if (!line.empty()) lines.push_back(json::parse(line));
+    return lines;
+  }
+
+  TempDir dir_;
+  std::string model_;
+};
+
+TEST_F(CliTest, GenerateJsonFollowsTheDocumentedSchema) {
+  auto r = run_command(cli_path() + " generate --model " + model_ +
+                       " --prompt-ids 1,2,3,4 --prompt-ids 9,8 --max-tokens 5 --temperature 0 --ignore-eos"
+                       " --logprobs 2 --prompt-logprobs 1 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto lines = json_lines(r.output);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0]["prompt_token_ids"], json({1, 2, 3, 4}));
+  EXPECT_EQ(lines[1]["prompt_token_ids"], json({9, 8}));
+  for (const auto& j : lines) {
+    ASSERT_EQ(j["token_ids"].size(), 5u);
+    EXPECT_EQ(j["finish_reason"], "length");
+    EXPECT_EQ(j["num_cached_tokens"], 0);
+    EXPECT_TRUE(j["ttft_ms"].is_number());
+    EXPECT_TRUE(j["decode_ms"].is_number());
+    ASSERT_EQ(j["logprobs"].size(), 5u);
+    for (std::size_t t = 0; t < 5; ++t) {
+      const json& entry = j["logprobs"][t];
+      ASSERT_EQ(entry.size(), 2u);
+      EXPECT_EQ(entry[0]["id"], j["token_ids"][t]);  // greedy: the sampled token is the top one
+      EXPECT_GE(entry[0]["logprob"].get<double>(), entry[1]["logprob"].get<double>());
+      EXPECT_LE(entry[0]["logprob"].get<double>(), 0.0);
+    }
+    const json& prompt_lp = j["prompt_logprobs"];
+    ASSERT_EQ(prompt_lp.size(), j["prompt_token_ids"].size());
+    EXPECT_TRUE(prompt_lp[0].is_null());
+    for (std::size_t i = 1; i < prompt_lp.size(); ++i) {
+      bool has_prompt_token = false;
+      for (const auto& e : prompt_lp[i]) has_prompt_token |= e["id"] == j["prompt_token_ids"][i];
+      EXPECT_TRUE(has_prompt_token);
+    }
+  }
+}
+
+TEST_F(CliTest, PromptsFileCarriesPerRequestSamplingAndMatchesPromptIds) {
+  std::string file = (dir_.path() / "prompts.jsonl").string();
+  testing::write_file(file,
+                      "{\"prompt_ids\": [5, 6, 7], \"max_tokens\": 3}\n"
+                      "\n"
+                      "{\"prompt_ids\": [5, 6, 7], \"temperature\": 1.0, \"seed\": 3, \"max_tokens\": 7, "
+                      "\"logprobs\": 0}\n");
+  auto r = run_command(cli_path() + " generate --model " + model_ + " --prompts-file " + file +
+                       " --temperature 0 --ignore-eos --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto lines = json_lines(r.output);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0]["token_ids"].size(), 3u);
+  EXPECT_TRUE(lines[0]["logprobs"].is_null());
+  EXPECT_EQ(lines[1]["token_ids"].size(), 7u);
+  ASSERT_EQ(lines[1]["logprobs"].size(), 7u);
+  EXPECT_EQ(lines[1]["logprobs"][0].size(), 1u);  // logprobs 0: just the sampled token
+  EXPECT_EQ(lines[1]["logprobs"][0][0]["id"], lines[1]["token_ids"][0]);
+
+  auto same = run_command(cli_path() + " generate --model " + model_ +
+                          " --prompt-ids 5,6,7 --max-tokens 3 --temperature 0 --ignore-eos --json");
+  ASSERT_EQ(same.exit_code, 0);
+  EXPECT_EQ(json_lines(same.output)[0]["token_ids"], lines[0]["token_ids"]);
+}
+
+TEST_F(CliTest, HumanOutputShowsIdsAndTimings) {
+  auto r = run_command(cli_path() + " generate --model " + model_ + " --prompt-ids 1,2,3 --max-tokens 4 --ignore-eos");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("time to first token"));
+  EXPECT_THAT(r.output, HasSubstr("tokens/s"));
+  EXPECT_THAT(r.output, HasSubstr("1 requests (0 failed) on cpu"));
+}
+
+TEST_F(CliTest, ABadRequestFailsAloneAndTheExitCodeSaysSo) {
+  auto r = run_command(cli_path() + " generate --model " + model_ +
+                       " --prompt-ids 1,2 --prompt-ids 1,999999 --max-tokens 2 --ignore-eos --json");
+  EXPECT_EQ(r.exit_code, 1);
+  auto lines = json_lines(r.output);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0]["finish_reason"], "length");
+  EXPECT_EQ(lines[1]["finish_reason"], "error");
+  EXPECT_THAT(lines[1]["error"].get<std::string>(), HasSubstr("999999"));
+}
+
+TEST_F(CliTest, InputErrorsNameTheCulprit) {
+  std::string bad_file = (dir_.path() / "bad.jsonl").string();
+  testing::write_file(bad_file, "{\"prompt_ids\": [1, 2]}\n{\"prompt_ids\": [1, \"x\"]}\n");
+  auto r = run_command(cli_path() + " generate --model " + model_ + " --prompts-file " + bad_file, true);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("bad.jsonl:2"));
+
+  testing::write_file(bad_file, "{\"prompt_ids\": [1], \"temprature\": 1}\n");
+  r = run_command(cli_path() + " generate --model " + model_ + " --prompts-file " + bad_file, true);
+  EXPECT_THAT(r.output, HasSubstr("unknown field 'temprature'"));
+
+  r = run_command(cli_path() + " generate --model " + model_ + " --prompt-ids 1,x,3", true);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("'x' is not a token id"));
+
+  r = run_command(cli_path() + " generate --model " + (dir_.path() / "nope").string() + " --prompt-ids 1", true);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("nope"));
+
+  r = run_command(cli_path() + " generate --model " + model_ + " --prompt hello", true);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("tokenizer"));
+
+  r = run_command(cli_path() + " make-model --arch gpt2 --out " + (dir_.path() / "m").string(), true);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("--arch"));
+}
+
+TEST_F(CliTest, InfoPrintsTheEnginesChoices) {
+  auto r = run_command(cli_path() + " info --model " + model_);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  json j = json::parse(r.output);
+  EXPECT_EQ(j["architecture"], "Qwen3ForCausalLM");
+  EXPECT_EQ(j["backend"], "cpu");
+  EXPECT_GT(j["num_kv_blocks"].get<int>(), 0);
+}
+
+}  // namespace
+}  // namespace cachet
