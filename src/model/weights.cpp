@@ -31,10 +31,17 @@ void check_dims(const ModelConfig& c) {
   }
 }
 
-std::string searched_files(const WeightStore& store) {
+// "FILE: " for a single-file checkpoint; for shards, the index file plus the shards searched.
+struct Searched {
+  std::string prefix;
+  std::string suffix;
+};
+Searched searched_files(const WeightStore& store, const std::filesystem::path& model_dir) {
+  if (store.files().size() == 1) return {store.files().front()->path().string(), ""};
   std::vector<std::string> names;
-  for (const auto& file : store.files()) names.push_back(file->path().string());
-  return fmt::format("{}", fmt::join(names, ", "));
+  for (const auto& file : store.files()) names.push_back(file->path().filename().string());
+  return {(model_dir / "model.safetensors.index.json").string(),
+          fmt::format(" (searched the {} shards: {})", names.size(), fmt::join(names, ", "))};
 }
 
 std::string quoted_list(const std::vector<std::string>& names, std::size_t limit) {
@@ -46,8 +53,8 @@ std::string quoted_list(const std::vector<std::string>& names, std::size_t limit
   return text;
 }
 
-void check_tensor_set(const WeightStore& store, const ModelConfig& config,
-                      const std::vector<TensorSpec>& specs) {
+void check_tensor_set(const WeightStore& store, const std::filesystem::path& model_dir,
+                      const ModelConfig& config, const std::vector<TensorSpec>& specs) {
   std::set<std::string> expected;
   std::vector<std::string> missing;
   for (const TensorSpec& spec : specs) {
@@ -55,10 +62,12 @@ void check_tensor_set(const WeightStore& store, const ModelConfig& config,
     if (store.find(spec.name) == nullptr) missing.push_back(spec.name);
   }
   if (!missing.empty()) {
-    throw Error(ErrorCode::kInvalidModel,
-                fmt::format("{}: {} tensor{} that config.json implies {} missing: {}",
-                            searched_files(store), missing.size(), missing.size() == 1 ? "" : "s",
-                            missing.size() == 1 ? "is" : "are", quoted_list(missing, 8)));
+    const Searched searched = searched_files(store, model_dir);
+    throw Error(
+        ErrorCode::kInvalidModel,
+        fmt::format("{}: {} tensor{} that config.json implies {} missing: {}{}", searched.prefix,
+                    missing.size(), missing.size() == 1 ? "" : "s",
+                    missing.size() == 1 ? "is" : "are", quoted_list(missing, 8), searched.suffix));
   }
   std::vector<const TensorView*> unexpected;
   for (const auto& [name, view] : store.tensors()) {
@@ -98,7 +107,7 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
   check_dims(config);
   const WeightStore store = WeightStore::open(model_dir);
   const std::vector<TensorSpec> specs = expected_tensors(config);
-  check_tensor_set(store, config, specs);
+  check_tensor_set(store, model_dir, config, specs);
   for (const TensorSpec& spec : specs) check_shape(config, *store.find(spec.name), spec.shape);
   // An ignored lm_head of a tied model must still be the shape it would have.
   if (config.tie_word_embeddings) {
