@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "cachet/errors.h"
 
@@ -222,10 +223,23 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
   }
   const auto* header_begin = reinterpret_cast<const char*>(bytes + 8);
   Json header;
+  // nlohmann keeps the last of duplicate keys silently; a repeated tensor name would hide one.
+  std::set<std::string> top_level_keys;
+  std::optional<std::string> duplicate;
+  auto find_duplicates = [&](int depth, Json::parse_event_t event, Json& parsed) {
+    if (depth == 1 && event == Json::parse_event_t::key && !duplicate &&
+        !top_level_keys.insert(parsed.get<std::string>()).second) {
+      duplicate = parsed.get<std::string>();
+    }
+    return true;
+  };
   try {
-    header = Json::parse(header_begin, header_begin + header_size);
+    header = Json::parse(header_begin, header_begin + header_size, find_duplicates);
   } catch (const Json::parse_error& e) {
     fail(ErrorCode::kInvalidModel, file, fmt::format("header is not valid JSON: {}", e.what()));
+  }
+  if (duplicate) {
+    fail(ErrorCode::kInvalidModel, file, fmt::format("header lists tensor '{}' twice", *duplicate));
   }
   if (!header.is_object()) fail(ErrorCode::kInvalidModel, file, "header is not a JSON object");
 

@@ -93,7 +93,12 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Tens
                        {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
-  std::string header_text = header.dump();
+  std::string header_text;
+  try {
+    header_text = header.dump();
+  } catch (const Json::type_error& e) {
+    invalid(path, fmt::format("tensor names and metadata must be valid UTF-8 ({})", e.what()));
+  }
   // Pad with spaces so the data starts 8-byte aligned, which lets readers cast in place.
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
 

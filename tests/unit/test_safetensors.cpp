@@ -1,6 +1,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -95,7 +96,11 @@ TEST_F(SafetensorsTest, F32RoundTripIsExact) {
     EXPECT_EQ(view.numel(), static_cast<std::int64_t>(t.values.size()));
     std::vector<float> values(t.values.size());
     convert_to_f32(view.dtype, view.data.data(), values.size(), values.data());
-    EXPECT_EQ(std::memcmp(values.data(), t.values.data(), values.size() * 4), 0) << t.name;
+    // Bitwise, so that -0.0 and the subnormal are checked exactly.
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      EXPECT_EQ(std::bit_cast<std::uint32_t>(values[i]), std::bit_cast<std::uint32_t>(t.values[i]))
+          << t.name << "[" << i << "]";
+    }
   }
 }
 
@@ -208,6 +213,19 @@ TEST_F(SafetensorsTest, HeaderNotJsonObject) {
   expect_rejected({{"w", 5}}, 0, ErrorCode::kInvalidModel, {"'w'"});
   expect_rejected({{"__metadata__", {{"format", 1}}}}, 0, ErrorCode::kInvalidModel,
                   {"__metadata__", "format"});
+}
+
+TEST_F(SafetensorsTest, DuplicateTensorName) {
+  const std::string entry_text = R"({"dtype":"F32","shape":[1],"data_offsets":[0,4]})";
+  write_raw(file_, "{\"w\":" + entry_text + ",\"w\":" + entry_text + "}", 4);
+  const std::string message = open_error(file_, ErrorCode::kInvalidModel);
+  EXPECT_THAT(message, HasSubstr(file_.string()));
+  EXPECT_THAT(message, HasSubstr("'w'"));
+  EXPECT_THAT(message, HasSubstr("twice"));
+  // The same keys inside different entries are fine.
+  const std::string other = R"({"dtype":"F32","shape":[1],"data_offsets":[4,8]})";
+  write_raw(file_, "{\"v\":" + entry_text + ",\"w\":" + other + "}", 8);
+  EXPECT_EQ(SafetensorsFile::open(file_)->tensors().size(), 2u);
 }
 
 TEST_F(SafetensorsTest, BadDtype) {
