@@ -62,6 +62,8 @@ class WeightStore {
 
   const TensorView* find(const std::string& name) const;
   const std::map<std::string, const TensorView*>& tensors() const { return index_; }
+  // The files opened, for messages that say where a tensor was looked for.
+  const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
 
  private:
   std::vector<std::unique_ptr<SafetensorsFile>> files_;

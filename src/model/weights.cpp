@@ -1,0 +1,151 @@
+#include "model/weights.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <set>
+
+#include "cachet/errors.h"
+#include "model/architecture.h"
+#include "model/architecture_detail.h"
+#include "model/safetensors.h"
+
+namespace cachet::model {
+namespace {
+
+// A hand-built config (the file loader already guarantees this) must give real shapes.
+void check_dims(const ModelConfig& c) {
+  const std::pair<const char*, std::int32_t> dims[] = {{"vocab_size", c.vocab_size},
+                                                       {"hidden_size", c.hidden_size},
+                                                       {"intermediate_size", c.intermediate_size},
+                                                       {"num_hidden_layers", c.num_layers},
+                                                       {"num_attention_heads", c.num_heads},
+                                                       {"num_key_value_heads", c.num_kv_heads},
+                                                       {"head_dim", c.head_dim}};
+  for (const auto& [name, value] : dims) {
+    if (value <= 0) {
+      throw Error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("load_weights: config field '{}' must be positive (got {})", name, value));
+    }
+  }
+}
+
+// "FILE: " for a single-file checkpoint; for shards, the index file plus the shards searched.
+struct Searched {
+  std::string prefix;
+  std::string suffix;
+};
+Searched searched_files(const WeightStore& store, const std::filesystem::path& model_dir) {
+  if (store.files().size() == 1) return {store.files().front()->path().string(), ""};
+  std::vector<std::string> names;
+  for (const auto& file : store.files()) names.push_back(file->path().filename().string());
+  return {(model_dir / "model.safetensors.index.json").string(),
+          fmt::format(" (searched the {} shards: {})", names.size(), fmt::join(names, ", "))};
+}
+
+std::string quoted_list(const std::vector<std::string>& names, std::size_t limit) {
+  std::string text;
+  for (std::size_t i = 0; i < names.size() && i < limit; ++i) {
+    text += fmt::format("{}'{}'", i == 0 ? "" : ", ", names[i]);
+  }
+  if (names.size() > limit) text += fmt::format(" and {} more", names.size() - limit);
+  return text;
+}
+
+void check_tensor_set(const WeightStore& store, const std::filesystem::path& model_dir,
+                      const ModelConfig& config, const std::vector<TensorSpec>& specs) {
+  std::set<std::string> expected;
+  std::vector<std::string> missing;
+  for (const TensorSpec& spec : specs) {
+    expected.insert(spec.name);
+    if (store.find(spec.name) == nullptr) missing.push_back(spec.name);
+  }
+  if (!missing.empty()) {
+    const Searched searched = searched_files(store, model_dir);
+    throw Error(
+        ErrorCode::kInvalidModel,
+        fmt::format("{}: {} tensor{} that config.json implies {} missing: {}{}", searched.prefix,
+                    missing.size(), missing.size() == 1 ? "" : "s",
+                    missing.size() == 1 ? "is" : "are", quoted_list(missing, 8), searched.suffix));
+  }
+  std::vector<const TensorView*> unexpected;
+  for (const auto& [name, view] : store.tensors()) {
+    if (!expected.contains(name) && !is_ignorable_tensor(config, name)) unexpected.push_back(view);
+  }
+  if (!unexpected.empty()) {
+    const TensorView& first = *unexpected.front();
+    throw Error(ErrorCode::kInvalidModel,
+                fmt::format("{}: unexpected tensor '{}'{} — does config.json match the checkpoint?",
+                            first.file, first.name,
+                            unexpected.size() > 1
+                                ? fmt::format(" ({} unexpected tensors in all)", unexpected.size())
+                                : ""));
+  }
+}
+
+void check_shape(const ModelConfig& config, const TensorView& view,
+                 const std::vector<std::int64_t>& expected) {
+  if (view.shape == expected) return;
+  throw Error(ErrorCode::kInvalidModel,
+              fmt::format("{}: tensor '{}' has shape [{}], expected [{}] (config.json: {})",
+                          view.file, view.name, fmt::join(view.shape, ", "),
+                          fmt::join(expected, ", "), shape_derivation(config, view.name)));
+}
+
+HostTensor to_host(const TensorView& view) {
+  HostTensor tensor;
+  tensor.shape = view.shape;
+  tensor.data.resize(static_cast<std::size_t>(view.numel()));
+  convert_to_f32(view.dtype, view.data.data(), tensor.data.size(), tensor.data.data());
+  return tensor;
+}
+
+}  // namespace
+
+ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelConfig& config) {
+  check_dims(config);
+  const WeightStore store = WeightStore::open(model_dir);
+  const std::vector<TensorSpec> specs = expected_tensors(config);
+  check_tensor_set(store, model_dir, config, specs);
+  for (const TensorSpec& spec : specs) check_shape(config, *store.find(spec.name), spec.shape);
+  // An ignored lm_head of a tied model must still be the shape it would have.
+  if (config.tie_word_embeddings) {
+    if (const TensorView* head = store.find("lm_head.weight")) {
+      check_shape(config, *head, {config.vocab_size, config.hidden_size});
+    }
+  }
+
+  auto take = [&](const std::string& name) { return to_host(*store.find(name)); };
+  ModelWeights weights;
+  weights.embed_tokens = take("model.embed_tokens.weight");
+  weights.layers.resize(static_cast<std::size_t>(config.num_layers));
+  for (std::int32_t i = 0; i < config.num_layers; ++i) {
+    LayerWeights& layer = weights.layers[static_cast<std::size_t>(i)];
+    const std::string prefix = fmt::format("model.layers.{}.", i);
+    const std::string attn = prefix + "self_attn.";
+    layer.input_norm = take(prefix + "input_layernorm.weight");
+    layer.q_proj = take(attn + "q_proj.weight");
+    layer.k_proj = take(attn + "k_proj.weight");
+    layer.v_proj = take(attn + "v_proj.weight");
+    if (config.attention_bias) {
+      layer.q_bias = take(attn + "q_proj.bias");
+      layer.k_bias = take(attn + "k_proj.bias");
+      layer.v_bias = take(attn + "v_proj.bias");
+    }
+    if (config.qk_norm) {
+      layer.q_norm = take(attn + "q_norm.weight");
+      layer.k_norm = take(attn + "k_norm.weight");
+    }
+    layer.o_proj = take(attn + "o_proj.weight");
+    layer.post_attention_norm = take(prefix + "post_attention_layernorm.weight");
+    layer.gate_proj = take(prefix + "mlp.gate_proj.weight");
+    layer.up_proj = take(prefix + "mlp.up_proj.weight");
+    layer.down_proj = take(prefix + "mlp.down_proj.weight");
+  }
+  weights.final_norm = take("model.norm.weight");
+  if (!config.tie_word_embeddings) weights.lm_head = take("lm_head.weight");
+  return weights;
+}
+
+}  // namespace cachet::model
