@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 
 #include "backend/backend.h"
 #include "model/model_config.h"
@@ -17,5 +18,11 @@ std::int64_t cpu_kv_block_bytes(const model::ModelConfig& config, std::int32_t b
 std::unique_ptr<Backend> make_cpu_backend(const model::ModelConfig& config,
                                           model::ModelWeights weights, const KvCacheSpec& kv,
                                           int num_threads);
+
+// For tests and debugging: the K (`value` false) or V (`value` true) pool of `layer` of a
+// backend made by make_cpu_backend, [num_blocks, num_kv_heads, block_size, head_dim].
+// The view lives as long as the backend; forward() updates its contents. Throws cachet::Error
+// (kInvalidArgument) for another kind of backend or a layer out of range.
+std::span<const float> cpu_kv_pool(const Backend& backend, std::int32_t layer, bool value);
 
 }  // namespace cachet::backend

@@ -1,0 +1,427 @@
+#include "backend/cpu/cpu_backend.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "backend/cpu/cpu_ops.h"
+#include "cachet/errors.h"
+#include "util/thread_pool.h"
+
+namespace cachet::backend {
+
+namespace {
+
+using model::HostTensor;
+
+[[noreturn]] void fail_batch(const std::string& message) {
+  throw Error(ErrorCode::kInvalidArgument, "cpu backend: invalid ForwardBatch: " + message);
+}
+
+[[noreturn]] void fail_setup(ErrorCode code, const std::string& message) {
+  throw Error(code, "cpu backend: " + message);
+}
+
+std::string shape_string(const std::vector<std::int64_t>& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
+
+// Checks a weight's shape and element count, then takes its data.
+std::vector<float> take(HostTensor& t, std::vector<std::int64_t> shape, const std::string& name) {
+  std::int64_t count = 1;
+  for (std::int64_t d : shape) count *= d;
+  if (t.shape != shape || static_cast<std::int64_t>(t.data.size()) != count) {
+    fail_setup(ErrorCode::kInvalidModel,
+               fmt::format("weight {} has shape {} with {} values, expected {}", name,
+                           shape_string(t.shape), t.data.size(), shape_string(shape)));
+  }
+  return std::move(t.data);
+}
+
+// Fusing appends each taken projection to the fused matrix; the taken vector dies at the end
+// of the statement, so loading never holds two copies of more than one projection.
+void append(std::vector<float>& dst, const std::vector<float>& part) {
+  dst.insert(dst.end(), part.begin(), part.end());
+}
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(const model::ModelConfig& config, model::ModelWeights weights, const KvCacheSpec& kv,
+             int num_threads);
+
+  std::string_view name() const override { return "cpu"; }
+  const KvCacheSpec& kv_spec() const override { return kv_; }
+  std::int32_t vocab_size() const override { return config_.vocab_size; }
+  void forward(const ForwardBatch& batch, std::vector<float>& logits) override;
+
+  std::span<const float> pool(std::int32_t layer, bool value) const {
+    const auto& pools = value ? v_pools_ : k_pools_;
+    if (layer < 0 || layer >= static_cast<std::int32_t>(pools.size())) {
+      fail_setup(ErrorCode::kInvalidArgument, fmt::format("no KV layer {}", layer));
+    }
+    return pools[layer];
+  }
+
+ private:
+  // One decoder layer, with q/k/v and gate/up fused so each is one pass over the tokens.
+  struct Layer {
+    std::vector<float> input_norm;  // [hidden]
+    std::vector<float> qkv;         // [q_dim + 2 * kv_dim, hidden]: q_proj, k_proj, v_proj rows
+    std::vector<float> qkv_bias;    // [q_dim + 2 * kv_dim], empty without attention_bias
+    std::vector<float> q_norm;      // [head_dim], empty without qk_norm
+    std::vector<float> k_norm;      // [head_dim], empty without qk_norm
+    std::vector<float> o_proj;      // [hidden, q_dim]
+    std::vector<float> post_norm;   // [hidden]
+    std::vector<float> gate_up;     // [2 * intermediate, hidden]: gate_proj rows, up_proj rows
+    std::vector<float> down;        // [hidden, intermediate]
+  };
+
+  void validate(const ForwardBatch& batch) const;
+  void grow_scratch(std::int64_t num_tokens, std::int64_t num_logits);
+  // q/k norm, RoPE, and the K/V write of every token of the batch at layer `l`.
+  void prepare_qkv(const ForwardBatch& batch, std::int32_t l);
+  void attend(const ForwardBatch& batch, std::int32_t l);
+
+  model::ModelConfig config_;
+  KvCacheSpec kv_;
+  model::ModelWeights weights_;  // embed_tokens, final_norm, lm_head; layers moved into layers_
+  std::vector<Layer> layers_;
+  std::int64_t hidden_, inter_, head_dim_, q_dim_, kv_dim_, qkv_dim_;
+  float eps_, scale_;
+  util::ThreadPool pool_;
+  cpu::RopeTable rope_;
+
+  std::vector<std::vector<float>> k_pools_;  // [layers][num_blocks, kv_heads, block_size, head_dim]
+  std::vector<std::vector<float>> v_pools_;  // [layers][num_blocks, kv_heads, block_size, head_dim]
+
+  // Scratch, grown to the largest batch seen and reused.
+  std::vector<std::int32_t> token_seq_;  // [num_tokens] the sequence of each token
+  std::vector<float> x_;                 // [num_tokens, hidden] residual stream
+  std::vector<float> h_;                 // [num_tokens, hidden] normalized x
+  std::vector<float> qkv_;               // [num_tokens, qkv_dim]
+  std::vector<float> attn_;              // [num_tokens, q_dim]
+  std::vector<float> gate_up_;           // [num_tokens, 2 * intermediate]
+  std::vector<float> act_;               // [num_tokens, intermediate]
+  std::vector<float> last_;              // [num_logits, hidden] rows whose logits are wanted
+};
+
+CpuBackend::CpuBackend(const model::ModelConfig& config, model::ModelWeights weights,
+                       const KvCacheSpec& kv, int num_threads)
+    : config_(config),
+      kv_(kv),
+      weights_(std::move(weights)),
+      hidden_(config.hidden_size),
+      inter_(config.intermediate_size),
+      head_dim_(config.head_dim),
+      q_dim_(std::int64_t{config.num_heads} * config.head_dim),
+      kv_dim_(std::int64_t{config.num_kv_heads} * config.head_dim),
+      qkv_dim_(q_dim_ + 2 * kv_dim_),
+      eps_(static_cast<float>(config.rms_norm_eps)),
+      scale_(static_cast<float>(1.0 / std::sqrt(static_cast<double>(config.head_dim)))),
+      pool_(num_threads),
+      rope_(config.head_dim,
+            cpu::rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)) {
+  const auto& c = config_;
+  if (c.vocab_size <= 0 || c.hidden_size <= 0 || c.intermediate_size <= 0 || c.num_layers < 0 ||
+      c.num_heads <= 0 || c.num_kv_heads <= 0 || c.head_dim <= 0 || c.head_dim % 2 != 0 ||
+      c.num_heads % c.num_kv_heads != 0 || !(c.rms_norm_eps >= 0)) {
+    fail_setup(ErrorCode::kInvalidArgument,
+               fmt::format("unusable config: vocab {} hidden {} intermediate {} layers {} heads {} "
+                           "kv_heads {} head_dim {} (needs positive sizes, an even head_dim, "
+                           "heads a multiple of kv_heads)",
+                           c.vocab_size, c.hidden_size, c.intermediate_size, c.num_layers,
+                           c.num_heads, c.num_kv_heads, c.head_dim));
+  }
+  if (kv.num_layers != c.num_layers || kv.num_kv_heads != c.num_kv_heads ||
+      kv.head_dim != c.head_dim || kv.block_size <= 0 || kv.num_blocks < 0) {
+    fail_setup(ErrorCode::kInvalidArgument,
+               fmt::format("KV spec (layers {}, kv_heads {}, head_dim {}, block_size {}, "
+                           "num_blocks {}) does not fit the model (layers {}, kv_heads {}, "
+                           "head_dim {})",
+                           kv.num_layers, kv.num_kv_heads, kv.head_dim, kv.block_size,
+                           kv.num_blocks, c.num_layers, c.num_kv_heads, c.head_dim));
+  }
+
+  const std::int64_t vocab = c.vocab_size, hd = head_dim_;
+  weights_.embed_tokens.data = take(weights_.embed_tokens, {vocab, hidden_}, "embed_tokens");
+  weights_.embed_tokens.shape = {vocab, hidden_};
+  weights_.final_norm.data = take(weights_.final_norm, {hidden_}, "final_norm");
+  weights_.final_norm.shape = {hidden_};
+  if (!weights_.lm_head.empty()) {
+    weights_.lm_head.data = take(weights_.lm_head, {vocab, hidden_}, "lm_head");
+    weights_.lm_head.shape = {vocab, hidden_};
+  }
+  if (static_cast<std::int32_t>(weights_.layers.size()) != c.num_layers) {
+    fail_setup(ErrorCode::kInvalidModel, fmt::format("{} layers of weights for {} layers",
+                                                     weights_.layers.size(), c.num_layers));
+  }
+  layers_.resize(weights_.layers.size());
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    auto& w = weights_.layers[i];
+    auto& l = layers_[i];
+    const auto name = [i](const char* what) { return fmt::format("layers.{}.{}", i, what); };
+    l.input_norm = take(w.input_norm, {hidden_}, name("input_norm"));
+    l.qkv.reserve(static_cast<std::size_t>(qkv_dim_ * hidden_));
+    append(l.qkv, take(w.q_proj, {q_dim_, hidden_}, name("q_proj")));
+    append(l.qkv, take(w.k_proj, {kv_dim_, hidden_}, name("k_proj")));
+    append(l.qkv, take(w.v_proj, {kv_dim_, hidden_}, name("v_proj")));
+    if (c.attention_bias) {
+      append(l.qkv_bias, take(w.q_bias, {q_dim_}, name("q_bias")));
+      append(l.qkv_bias, take(w.k_bias, {kv_dim_}, name("k_bias")));
+      append(l.qkv_bias, take(w.v_bias, {kv_dim_}, name("v_bias")));
+    }
+    if (c.qk_norm) {
+      l.q_norm = take(w.q_norm, {hd}, name("q_norm"));
+      l.k_norm = take(w.k_norm, {hd}, name("k_norm"));
+    }
+    l.o_proj = take(w.o_proj, {hidden_, q_dim_}, name("o_proj"));
+    l.post_norm = take(w.post_attention_norm, {hidden_}, name("post_attention_norm"));
+    l.gate_up.reserve(static_cast<std::size_t>(2 * inter_ * hidden_));
+    append(l.gate_up, take(w.gate_proj, {inter_, hidden_}, name("gate_proj")));
+    append(l.gate_up, take(w.up_proj, {inter_, hidden_}, name("up_proj")));
+    l.down = take(w.down_proj, {hidden_, inter_}, name("down_proj"));
+  }
+  weights_.layers.clear();
+
+  const std::int64_t pool_size =
+      kv.num_blocks * std::int64_t{kv.num_kv_heads} * kv.block_size * kv.head_dim;
+  try {
+    k_pools_.assign(static_cast<std::size_t>(c.num_layers), std::vector<float>(pool_size));
+    v_pools_.assign(static_cast<std::size_t>(c.num_layers), std::vector<float>(pool_size));
+  } catch (const std::bad_alloc&) {
+    fail_setup(ErrorCode::kOutOfMemory,
+               fmt::format("cannot allocate the KV cache: {} blocks of {} bytes", kv.num_blocks,
+                           cpu_kv_block_bytes(config, kv.block_size)));
+  }
+}
+
+void CpuBackend::validate(const ForwardBatch& b) const {
+  const std::int64_t num_tokens = b.num_tokens();
+  const std::int64_t num_seqs = b.num_seqs();
+  if (std::ssize(b.positions) != num_tokens || std::ssize(b.slot_mapping) != num_tokens) {
+    fail_batch(fmt::format("{} token_ids, {} positions, {} slot_mapping entries", num_tokens,
+                           b.positions.size(), b.slot_mapping.size()));
+  }
+  if (std::ssize(b.query_start) != num_seqs + 1 || b.query_start.front() != 0 ||
+      b.query_start.back() != num_tokens) {
+    fail_batch(
+        fmt::format("query_start must have num_seqs + 1 = {} entries from 0 to "
+                    "num_tokens = {}",
+                    num_seqs + 1, num_tokens));
+  }
+  if (b.max_blocks_per_seq < 0 || std::ssize(b.block_tables) != num_seqs * b.max_blocks_per_seq) {
+    fail_batch(
+        fmt::format("block_tables has {} entries, expected num_seqs {} x "
+                    "max_blocks_per_seq {}",
+                    b.block_tables.size(), num_seqs, b.max_blocks_per_seq));
+  }
+  const std::int64_t bs = kv_.block_size;
+  for (std::int64_t s = 0; s < num_seqs; ++s) {
+    const std::int64_t begin = b.query_start[s], end = b.query_start[s + 1];
+    const std::int64_t context = b.context_lens[s];
+    if (end < begin || context < end - begin) {
+      fail_batch(
+          fmt::format("sequence {}: query [{}, {}) with context_len {}", s, begin, end, context));
+    }
+    const std::int64_t blocks = (context + bs - 1) / bs;
+    if (blocks > b.max_blocks_per_seq) {
+      fail_batch(fmt::format("sequence {}: context_len {} needs {} blocks, max_blocks_per_seq {}",
+                             s, context, blocks, b.max_blocks_per_seq));
+    }
+    const std::int32_t* table = b.block_tables.data() + s * b.max_blocks_per_seq;
+    for (std::int64_t i = 0; i < blocks; ++i) {
+      if (table[i] < 0 || table[i] >= kv_.num_blocks) {
+        fail_batch(fmt::format("sequence {}: block_tables entry {} is block {}, outside [0, {})", s,
+                               i, table[i], kv_.num_blocks));
+      }
+    }
+    for (std::int64_t t = begin; t < end; ++t) {
+      const std::int64_t pos = context - (end - begin) + (t - begin);
+      if (b.positions[t] != pos) {
+        fail_batch(
+            fmt::format("token {} of sequence {} has position {}, expected {} from "
+                        "context_len {}",
+                        t, s, b.positions[t], pos, context));
+      }
+      if (b.token_ids[t] < 0 || b.token_ids[t] >= config_.vocab_size) {
+        fail_batch(fmt::format("token {} has id {}, outside the vocabulary [0, {})", t,
+                               b.token_ids[t], config_.vocab_size));
+      }
+      const std::int64_t slot = table[pos / bs] * bs + pos % bs;
+      if (b.slot_mapping[t] != slot) {
+        fail_batch(
+            fmt::format("token {} (sequence {}, position {}) has slot {}, but its block "
+                        "table puts it at slot {}",
+                        t, s, pos, b.slot_mapping[t], slot));
+      }
+    }
+  }
+  for (std::size_t i = 0; i < b.logits_indices.size(); ++i) {
+    if (b.logits_indices[i] < 0 || b.logits_indices[i] >= num_tokens) {
+      fail_batch(fmt::format("logits_indices[{}] = {} outside [0, {})", i, b.logits_indices[i],
+                             num_tokens));
+    }
+  }
+}
+
+void CpuBackend::grow_scratch(std::int64_t num_tokens, std::int64_t num_logits) {
+  const auto grow = [](auto& v, std::int64_t n) {
+    if (std::ssize(v) < n) v.resize(static_cast<std::size_t>(n));
+  };
+  grow(token_seq_, num_tokens);
+  grow(x_, num_tokens * hidden_);
+  grow(h_, num_tokens * hidden_);
+  grow(qkv_, num_tokens * qkv_dim_);
+  grow(attn_, num_tokens * q_dim_);
+  grow(gate_up_, num_tokens * 2 * inter_);
+  grow(act_, num_tokens * inter_);
+  grow(last_, num_logits * hidden_);
+}
+
+void CpuBackend::prepare_qkv(const ForwardBatch& batch, std::int32_t l) {
+  struct Args {
+    const ForwardBatch* batch;
+    std::int32_t layer;
+  } args{&batch, l};
+  pool_.parallel_for(0, batch.num_tokens(), 1, [this, a = &args](std::int64_t t0, std::int64_t t1) {
+    const Layer& layer = layers_[a->layer];
+    const std::int32_t half = rope_.half();
+    const std::int64_t bs = kv_.block_size;
+    for (std::int64_t t = t0; t < t1; ++t) {
+      float* q = qkv_.data() + t * qkv_dim_;  // [num_heads, head_dim]
+      float* k = q + q_dim_;                  // [num_kv_heads, head_dim]
+      const float* v = k + kv_dim_;           // [num_kv_heads, head_dim]
+      const std::int32_t pos = a->batch->positions[t];
+      const float* cos = rope_.cos(pos);
+      const float* sin = rope_.sin(pos);
+      for (std::int32_t h = 0; h < config_.num_heads; ++h) {
+        float* qh = q + h * head_dim_;
+        if (config_.qk_norm) cpu::rmsnorm_row(qh, layer.q_norm.data(), head_dim_, eps_, qh);
+        cpu::rope_apply(qh, cos, sin, half);
+      }
+      const std::int64_t slot = a->batch->slot_mapping[t];
+      const std::int64_t block = slot / bs, offset = slot % bs;
+      for (std::int32_t h = 0; h < config_.num_kv_heads; ++h) {
+        float* kh = k + h * head_dim_;
+        if (config_.qk_norm) cpu::rmsnorm_row(kh, layer.k_norm.data(), head_dim_, eps_, kh);
+        cpu::rope_apply(kh, cos, sin, half);
+        const std::int64_t dst = ((block * config_.num_kv_heads + h) * bs + offset) * head_dim_;
+        std::memcpy(k_pools_[a->layer].data() + dst, kh, sizeof(float) * head_dim_);
+        std::memcpy(v_pools_[a->layer].data() + dst, v + h * head_dim_, sizeof(float) * head_dim_);
+      }
+    }
+  });
+}
+
+void CpuBackend::attend(const ForwardBatch& batch, std::int32_t l) {
+  struct Args {
+    const ForwardBatch* batch;
+    std::int32_t layer;
+  } args{&batch, l};
+  // One item per (token, KV head): the K/V rows are read once for the whole GQA group.
+  const std::int64_t items = std::int64_t{batch.num_tokens()} * config_.num_kv_heads;
+  pool_.parallel_for(0, items, 1, [this, a = &args](std::int64_t i0, std::int64_t i1) {
+    const ForwardBatch& b = *a->batch;
+    const std::int32_t group = config_.num_heads / config_.num_kv_heads;
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const std::int64_t t = i / config_.num_kv_heads;
+      const std::int32_t kv_head = static_cast<std::int32_t>(i % config_.num_kv_heads);
+      const std::int32_t s = token_seq_[t];
+      const cpu::PagedKv kv{k_pools_[a->layer].data(),
+                            v_pools_[a->layer].data(),
+                            b.block_tables.data() + std::int64_t{s} * b.max_blocks_per_seq,
+                            config_.num_kv_heads,
+                            kv_.block_size,
+                            config_.head_dim};
+      const std::int64_t head_offset = std::int64_t{kv_head} * group * head_dim_;
+      cpu::attention(qkv_.data() + t * qkv_dim_ + head_offset, group, b.positions[t], kv, kv_head,
+                     scale_, attn_.data() + t * q_dim_ + head_offset);
+    }
+  });
+}
+
+void CpuBackend::forward(const ForwardBatch& batch, std::vector<float>& logits) {
+  validate(batch);
+  const std::int64_t num_tokens = batch.num_tokens();
+  const std::int64_t num_logits = std::ssize(batch.logits_indices);
+  const std::int64_t vocab = config_.vocab_size;
+  logits.resize(static_cast<std::size_t>(num_logits * vocab));
+  if (num_tokens == 0) return;
+
+  grow_scratch(num_tokens, num_logits);
+  std::int32_t max_pos = 0;
+  for (std::int32_t s = 0; s < batch.num_seqs(); ++s) {
+    for (std::int32_t t = batch.query_start[s]; t < batch.query_start[s + 1]; ++t) {
+      token_seq_[t] = s;
+      max_pos = std::max(max_pos, batch.positions[t]);
+    }
+  }
+  rope_.ensure(max_pos + 1);
+
+  const float* embed = weights_.embed_tokens.data.data();  // [vocab, hidden]
+  for (std::int64_t t = 0; t < num_tokens; ++t) {
+    std::memcpy(x_.data() + t * hidden_, embed + std::int64_t{batch.token_ids[t]} * hidden_,
+                sizeof(float) * hidden_);
+  }
+
+  for (std::int32_t l = 0; l < config_.num_layers; ++l) {
+    const Layer& layer = layers_[l];
+    // x += o_proj(attention(rope(norm(x) · Wqkv)))
+    cpu::rmsnorm(pool_, x_.data(), num_tokens, hidden_, layer.input_norm.data(), eps_, h_.data());
+    cpu::matmul(pool_, h_.data(), num_tokens, hidden_, layer.qkv.data(), qkv_dim_,
+                layer.qkv_bias.empty() ? nullptr : layer.qkv_bias.data(), qkv_.data(), false);
+    prepare_qkv(batch, l);
+    attend(batch, l);
+    cpu::matmul(pool_, attn_.data(), num_tokens, q_dim_, layer.o_proj.data(), hidden_, nullptr,
+                x_.data(), true);
+    // x += down(silu(gate) * up), [gate | up] = norm(x) · Wgate_up
+    cpu::rmsnorm(pool_, x_.data(), num_tokens, hidden_, layer.post_norm.data(), eps_, h_.data());
+    cpu::matmul(pool_, h_.data(), num_tokens, hidden_, layer.gate_up.data(), 2 * inter_, nullptr,
+                gate_up_.data(), false);
+    pool_.parallel_for(0, num_tokens, 1, [this](std::int64_t t0, std::int64_t t1) {
+      for (std::int64_t t = t0; t < t1; ++t) {
+        const float* gate = gate_up_.data() + t * 2 * inter_;
+        cpu::silu_mul(gate, gate + inter_, inter_, act_.data() + t * inter_);
+      }
+    });
+    cpu::matmul(pool_, act_.data(), num_tokens, inter_, layer.down.data(), hidden_, nullptr,
+                x_.data(), true);
+  }
+
+  // Final norm and LM head only for the rows whose logits are wanted.
+  for (std::int64_t i = 0; i < num_logits; ++i) {
+    std::memcpy(last_.data() + i * hidden_, x_.data() + batch.logits_indices[i] * hidden_,
+                sizeof(float) * hidden_);
+  }
+  cpu::rmsnorm(pool_, last_.data(), num_logits, hidden_, weights_.final_norm.data.data(), eps_,
+               last_.data());
+  cpu::matmul(pool_, last_.data(), num_logits, hidden_, weights_.output_embedding().data.data(),
+              vocab, nullptr, logits.data(), false);
+}
+
+}  // namespace
+
+std::int64_t cpu_kv_block_bytes(const model::ModelConfig& config, std::int32_t block_size) {
+  return 2 * std::int64_t{config.num_layers} * config.num_kv_heads * block_size * config.head_dim *
+         std::int64_t{sizeof(float)};
+}
+
+std::unique_ptr<Backend> make_cpu_backend(const model::ModelConfig& config,
+                                          model::ModelWeights weights, const KvCacheSpec& kv,
+                                          int num_threads) {
+  return std::make_unique<CpuBackend>(config, std::move(weights), kv, num_threads);
+}
+
+std::span<const float> cpu_kv_pool(const Backend& backend, std::int32_t layer, bool value) {
+  const auto* cpu = dynamic_cast<const CpuBackend*>(&backend);
+  if (cpu == nullptr) {
+    throw Error(ErrorCode::kInvalidArgument, "cpu_kv_pool: not a CPU backend");
+  }
+  return cpu->pool(layer, value);
+}
+
+}  // namespace cachet::backend

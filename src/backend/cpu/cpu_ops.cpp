@@ -1,0 +1,364 @@
+#include "backend/cpu/cpu_ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numbers>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+// 64-byte vectors are returned by value from the inline helpers below; without AVX-512 GCC
+// warns that their ABI differs, which does not matter for functions local to this file.
+// (Parameters are passed by reference: that note cannot be silenced.)
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace cachet::backend::cpu {
+
+namespace {
+
+// 16 fp32 lanes: one AVX-512 register, or two AVX / four SSE registers without -march.
+using Vec = float __attribute__((vector_size(64)));
+constexpr std::int64_t kLanes = 16;
+
+inline Vec load(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// The first n (< kLanes) values of p, zeros after: the in_dim tail goes through the same
+// lanes and the same fused multiply-add as the body.
+inline Vec load_partial(const float* p, std::int64_t n) {
+#if defined(__AVX512F__)
+  return reinterpret_cast<Vec>(_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p));
+#else
+  Vec v = {};
+  std::memcpy(&v, p, static_cast<std::size_t>(n) * sizeof(float));
+  return v;
+#endif
+}
+
+// a * b + c. Spelled out per target so that whether it is one rounding (FMA) or two never
+// depends on the compiler's contraction choices at a particular call site.
+inline Vec fmadd(const Vec& a, const Vec& b, const Vec& c) {
+#if defined(__AVX512F__)
+  return reinterpret_cast<Vec>(_mm512_fmadd_ps(
+      reinterpret_cast<__m512>(a), reinterpret_cast<__m512>(b), reinterpret_cast<__m512>(c)));
+#elif defined(__FMA__)
+  __m256 a2[2], b2[2], c2[2];
+  std::memcpy(a2, &a, sizeof a);
+  std::memcpy(b2, &b, sizeof b);
+  std::memcpy(c2, &c, sizeof c);
+  c2[0] = _mm256_fmadd_ps(a2[0], b2[0], c2[0]);
+  c2[1] = _mm256_fmadd_ps(a2[1], b2[1], c2[1]);
+  Vec r;
+  std::memcpy(&r, c2, sizeof r);
+  return r;
+#else
+  return a * b + c;  // no FMA instruction on this target: always a multiply then an add
+#endif
+}
+
+// Sum of the lanes by a fixed tree: lane i + lane i+8, then i + i+4, i + i+2, i + i+1.
+inline float hsum(const Vec& v) {
+  using Vec8 = float __attribute__((vector_size(32)));
+  using Vec4 = float __attribute__((vector_size(16)));
+  const Vec8 s8 = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                  __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const Vec4 s4 =
+      __builtin_shufflevector(s8, s8, 0, 1, 2, 3) + __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
+  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+// The dot product of matmul, attention scores and rmsnorm: 16 lanes over n, fixed tree.
+inline float dot_inline(const float* a, const float* b, std::int64_t n) {
+  Vec acc = {};
+  std::int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes) acc = fmadd(load(a + k), load(b + k), acc);
+  if (k < n) acc = fmadd(load_partial(a + k, n - k), load_partial(b + k, n - k), acc);
+  return hsum(acc);
+}
+
+// y[i] = y[i] + a * x[i] with one fmadd per element.
+inline void axpy(float a, const float* x, float* y, std::int64_t n) {
+  const Vec av = Vec{} + a;
+  std::int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes) {
+    const Vec r = fmadd(av, load(x + k), load(y + k));
+    std::memcpy(y + k, &r, sizeof r);
+  }
+  if (k < n) {
+    const Vec r = fmadd(av, load_partial(x + k, n - k), load_partial(y + k, n - k));
+    std::memcpy(y + k, &r, static_cast<std::size_t>(n - k) * sizeof(float));
+  }
+}
+
+// Pins a vector in a register. Without it GCC folds the weight loads into the FMAs as
+// memory operands, reloading each weight vector once per token (half the speed).
+inline void keep_in_register([[maybe_unused]] Vec& v) {
+#if defined(__AVX512F__)
+  asm("" : "+v"(v));
+#endif
+}
+
+// The matmul micro-kernel: kTokens x kTileRows dot products over n, each weight vector
+// load serving kTokens tokens. Whatever kTokens, every accumulator goes through the same
+// IEEE operations in the same order: one explicit fmadd per 16-lane chunk of n (the tail
+// zero-padded), then hsum. So an output element does not depend on which variant computed
+// it or on its slot in the tile.
+constexpr int kTileRows = 4;
+constexpr int kMaxTileTokens = 6;  // 24 accumulators + 4 weights + 1 input of 32 registers
+
+template <int kTokens>
+[[gnu::noinline]] void dot_tile(const float* const* x, const float* const* w, std::int64_t n,
+                                float* out) {
+  Vec acc[kTokens][kTileRows];
+#pragma GCC unroll 16
+  for (int t = 0; t < kTokens; ++t) {
+#pragma GCC unroll 16
+    for (int r = 0; r < kTileRows; ++r) acc[t][r] = Vec{};
+  }
+  std::int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes) {
+    Vec wv[kTileRows];
+#pragma GCC unroll 16
+    for (int r = 0; r < kTileRows; ++r) {
+      wv[r] = load(w[r] + k);
+      keep_in_register(wv[r]);
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < kTokens; ++t) {
+      Vec xv = load(x[t] + k);
+      keep_in_register(xv);
+#pragma GCC unroll 16
+      for (int r = 0; r < kTileRows; ++r) acc[t][r] = fmadd(xv, wv[r], acc[t][r]);
+    }
+  }
+  if (k < n) {
+    Vec wv[kTileRows];
+    for (int r = 0; r < kTileRows; ++r) wv[r] = load_partial(w[r] + k, n - k);
+    for (int t = 0; t < kTokens; ++t) {
+      const Vec xv = load_partial(x[t] + k, n - k);
+      for (int r = 0; r < kTileRows; ++r) acc[t][r] = fmadd(xv, wv[r], acc[t][r]);
+    }
+  }
+  for (int t = 0; t < kTokens; ++t) {
+    for (int r = 0; r < kTileRows; ++r) out[t * kTileRows + r] = hsum(acc[t][r]);
+  }
+}
+
+using DotTileFn = void (*)(const float* const*, const float* const*, std::int64_t, float*);
+// Indexed by the number of tokens in the tile, 1..kMaxTileTokens.
+constexpr DotTileFn kDotTiles[kMaxTileTokens + 1] = {
+    nullptr, dot_tile<1>, dot_tile<2>, dot_tile<3>, dot_tile<4>, dot_tile<5>, dot_tile<6>};
+
+struct MatmulArgs {
+  const float* x;  // [num_tokens, in_dim]
+  std::int64_t num_tokens, in_dim;
+  const float* w;  // [out_dim, in_dim]
+  std::int64_t out_dim;
+  const float* bias;  // [out_dim] or null
+  float* y;           // [num_tokens, out_dim]
+  bool accumulate;
+  std::int64_t block_groups;  // row groups whose weights stay in L2 while tokens stream by
+};
+
+// Row groups [g0, g1) of kTileRows output rows, all tokens. A partial row group repeats
+// its last row and drops the extra results.
+void matmul_rows(const MatmulArgs& a, std::int64_t g0, std::int64_t g1) {
+  float out[kMaxTileTokens * kTileRows];
+  const float* xp[kMaxTileTokens];
+  const float* wp[kTileRows];
+  for (std::int64_t gb = g0; gb < g1; gb += a.block_groups) {
+    const std::int64_t ge = std::min(g1, gb + a.block_groups);
+    for (std::int64_t t0 = 0; t0 < a.num_tokens; t0 += kMaxTileTokens) {
+      const std::int64_t nt = std::min<std::int64_t>(kMaxTileTokens, a.num_tokens - t0);
+      const DotTileFn tile = kDotTiles[nt];
+      for (std::int64_t t = 0; t < nt; ++t) xp[t] = a.x + (t0 + t) * a.in_dim;
+      for (std::int64_t g = gb; g < ge; ++g) {
+        const std::int64_t r0 = g * kTileRows;
+        const std::int64_t nr = std::min<std::int64_t>(kTileRows, a.out_dim - r0);
+        for (std::int64_t r = 0; r < kTileRows; ++r) {
+          wp[r] = a.w + (r0 + std::min(r, nr - 1)) * a.in_dim;
+        }
+        tile(xp, wp, a.in_dim, out);
+        for (std::int64_t t = 0; t < nt; ++t) {
+          float* yrow = a.y + (t0 + t) * a.out_dim + r0;
+          for (std::int64_t r = 0; r < nr; ++r) {
+            float v = out[t * kTileRows + r];
+            if (a.bias != nullptr) v += a.bias[r0 + r];
+            yrow[r] = a.accumulate ? yrow[r] + v : v;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void matmul(util::ThreadPool& pool, const float* x, std::int64_t num_tokens, std::int64_t in_dim,
+            const float* w, std::int64_t out_dim, const float* bias, float* y, bool accumulate) {
+  if (num_tokens <= 0 || out_dim <= 0) return;
+  constexpr std::int64_t kL2Bytes = 256 * 1024;
+  const std::int64_t row_bytes = std::max<std::int64_t>(in_dim, 1) * std::int64_t{sizeof(float)};
+  const MatmulArgs args{x, num_tokens, in_dim,
+                        w, out_dim,    bias,
+                        y, accumulate, std::max<std::int64_t>(1, kL2Bytes / row_bytes / kTileRows)};
+  const std::int64_t groups = (out_dim + kTileRows - 1) / kTileRows;
+  // At least ~64k multiply-adds per chunk, so tiny matmuls do not pay for waking threads.
+  const std::int64_t macs_per_group = std::max<std::int64_t>(1, in_dim) * num_tokens * kTileRows;
+  const std::int64_t grain = std::max<std::int64_t>(1, (std::int64_t{1} << 16) / macs_per_group);
+  pool.parallel_for(0, groups, grain,
+                    [a = &args](std::int64_t g0, std::int64_t g1) { matmul_rows(*a, g0, g1); });
+}
+
+float dot(const float* a, const float* b, std::int64_t n) { return dot_inline(a, b, n); }
+
+void rmsnorm_row(const float* x, const float* w, std::int64_t n, float eps, float* y) {
+  // Mean of squares in fp32, as HF does after .to(torch.float32).
+  const float sum_sq = dot_inline(x, x, n);
+  const float inv_rms = 1.0f / std::sqrt(sum_sq / static_cast<float>(n) + eps);
+  for (std::int64_t i = 0; i < n; ++i) y[i] = w[i] * (x[i] * inv_rms);
+}
+
+void rmsnorm(util::ThreadPool& pool, const float* x, std::int64_t num_rows, std::int64_t n,
+             const float* w, float eps, float* y) {
+  struct Args {
+    const float *x, *w;
+    std::int64_t n;
+    float eps;
+    float* y;
+  } args{x, w, n, eps, y};
+  const std::int64_t grain = std::max<std::int64_t>(1, 16384 / std::max<std::int64_t>(n, 1));
+  pool.parallel_for(0, num_rows, grain, [a = &args](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r)
+      rmsnorm_row(a->x + r * a->n, a->w, a->n, a->eps, a->y + r * a->n);
+  });
+}
+
+void silu_mul(const float* gate, const float* up, std::int64_t n, float* out) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+std::vector<double> rope_inv_freq(std::int32_t head_dim, double theta,
+                                  const std::optional<model::Llama3RopeScaling>& scaling) {
+  const std::int32_t half = head_dim / 2;
+  std::vector<double> inv_freq(static_cast<std::size_t>(half));
+  for (std::int32_t i = 0; i < half; ++i) {
+    inv_freq[i] = 1.0 / std::pow(theta, 2.0 * i / head_dim);
+  }
+  if (!scaling) return inv_freq;
+  // transformers' _compute_llama3_parameters: long wavelengths are slowed down by
+  // `factor`, short ones kept, the band between interpolated.
+  const double orig = static_cast<double>(scaling->original_max_position_embeddings);
+  const double low_freq_wavelen = orig / scaling->low_freq_factor;
+  const double high_freq_wavelen = orig / scaling->high_freq_factor;
+  for (double& f : inv_freq) {
+    const double wavelen = 2.0 * std::numbers::pi / f;
+    if (wavelen > low_freq_wavelen) {
+      f = f / scaling->factor;
+    } else if (wavelen >= high_freq_wavelen) {
+      const double smooth = (orig / wavelen - scaling->low_freq_factor) /
+                            (scaling->high_freq_factor - scaling->low_freq_factor);
+      f = (1.0 - smooth) * f / scaling->factor + smooth * f;
+    }
+  }
+  return inv_freq;
+}
+
+RopeTable::RopeTable(std::int32_t head_dim, std::vector<double> inv_freq)
+    : half_(head_dim / 2), inv_freq_(std::move(inv_freq)) {}
+
+void RopeTable::ensure(std::int32_t num_positions) {
+  if (num_positions <= num_positions_) return;
+  const std::int64_t target = std::max<std::int64_t>(
+      num_positions, std::min<std::int64_t>(std::int64_t{num_positions_} * 2,
+                                            std::numeric_limits<std::int32_t>::max()));
+  cos_.resize(static_cast<std::size_t>(target * half_));
+  sin_.resize(static_cast<std::size_t>(target * half_));
+  for (std::int64_t pos = num_positions_; pos < target; ++pos) {
+    for (std::int32_t i = 0; i < half_; ++i) {
+      const double angle = static_cast<double>(pos) * inv_freq_[i];
+      cos_[pos * half_ + i] = static_cast<float>(std::cos(angle));
+      sin_[pos * half_ + i] = static_cast<float>(std::sin(angle));
+    }
+  }
+  num_positions_ = static_cast<std::int32_t>(target);
+}
+
+void rope_apply(float* x, const float* cos, const float* sin, std::int32_t half) {
+  float* x1 = x;
+  float* x2 = x + half;
+  for (std::int32_t i = 0; i < half; ++i) {
+    const float a = x1[i], b = x2[i];
+    x1[i] = a * cos[i] - b * sin[i];
+    x2[i] = b * cos[i] + a * sin[i];
+  }
+}
+
+void attention(const float* q, std::int32_t num_q_heads, std::int32_t pos, const PagedKv& kv,
+               std::int32_t kv_head, float scale, float* out) {
+  constexpr std::int32_t kWindow = 32;
+  constexpr std::int32_t kMaxHeads = 8;
+  const std::int32_t hd = kv.head_dim;
+  // More heads than kMaxHeads (an MQA-like model) take several passes over the K/V.
+  for (std::int32_t h0 = 0; h0 < num_q_heads; h0 += kMaxHeads) {
+    const std::int32_t heads = std::min(kMaxHeads, num_q_heads - h0);
+    const float* qg = q + std::int64_t{h0} * hd;  // [heads, hd]
+    float* og = out + std::int64_t{h0} * hd;      // [heads, hd], sum of e_j * v_j until the end
+    float running_max[kMaxHeads], running_sum[kMaxHeads];
+    std::fill_n(running_max, heads, -std::numeric_limits<float>::infinity());
+    std::fill_n(running_sum, heads, 0.0f);
+    std::fill(og, og + std::int64_t{heads} * hd, 0.0f);
+    float scores[kMaxHeads][kWindow];
+    const float* k_rows[kWindow];
+    const float* v_rows[kWindow];
+    for (std::int32_t w0 = 0; w0 <= pos; w0 += kWindow) {
+      const std::int32_t n = std::min(kWindow, pos + 1 - w0);
+      // Walk the block table instead of dividing per position.
+      std::int32_t block = w0 / kv.block_size, in_block = w0 % kv.block_size;
+      for (std::int32_t j = 0; j < n; ++j) {
+        const std::int64_t offset =
+            ((std::int64_t{kv.block_table[block]} * kv.num_kv_heads + kv_head) * kv.block_size +
+             in_block) *
+            hd;
+        k_rows[j] = kv.k_pool + offset;
+        v_rows[j] = kv.v_pool + offset;
+        if (++in_block == kv.block_size) in_block = 0, ++block;
+      }
+      for (std::int32_t h = 0; h < heads; ++h) {
+        float window_max = -std::numeric_limits<float>::infinity();
+        for (std::int32_t j = 0; j < n; ++j) {
+          scores[h][j] = dot_inline(qg + std::int64_t{h} * hd, k_rows[j], hd) * scale;
+          window_max = std::max(window_max, scores[h][j]);
+        }
+        float* oh = og + std::int64_t{h} * hd;
+        if (window_max > running_max[h]) {
+          // Rescale what was summed against the old max (exp(-inf) = 0 the first time).
+          const float alpha = std::exp(running_max[h] - window_max);
+          running_sum[h] *= alpha;
+          for (std::int32_t d = 0; d < hd; ++d) oh[d] *= alpha;
+          running_max[h] = window_max;
+        }
+        for (std::int32_t j = 0; j < n; ++j) {
+          const float e = std::exp(scores[h][j] - running_max[h]);
+          running_sum[h] += e;
+          axpy(e, v_rows[j], oh, hd);
+        }
+      }
+    }
+    for (std::int32_t h = 0; h < heads; ++h) {
+      const float inv_sum = 1.0f / running_sum[h];
+      for (std::int32_t d = 0; d < hd; ++d) og[std::int64_t{h} * hd + d] *= inv_sum;
+    }
+  }
+}
+
+}  // namespace cachet::backend::cpu
