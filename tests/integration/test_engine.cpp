@@ -264,7 +264,7 @@ TEST(Engine, BadRequestsFailAloneWithClearMessages) {
       {{1, 2}, with([](SamplingParams& p) { p.max_tokens = 0; })},
       {{1, 2}, with([](SamplingParams& p) { p.temperature = -1.0f; })},
       {{1, 2}, with([](SamplingParams& p) { p.top_k = -3; })},
-      {{1, 2}, with([](SamplingParams& p) { p.stop_token_ids = {vocab + 1}; })},
+      {{1, 2}, with([vocab](SamplingParams& p) { p.stop_token_ids = {vocab + 1}; })},
       {{4, 5, 6}, ok},
   };
   auto outputs = engine.generate(requests);
