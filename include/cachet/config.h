@@ -8,6 +8,12 @@
 
 namespace cachet {
 
+// Which waiting requests a step admits first.
+enum class SchedulePolicy {
+  kFcfs,        // arrival order
+  kCacheAware,  // among the 64 longest-waiting, the longest cached prefix first (SGLang's LPM)
+};
+
 // Options for building an Engine. Zero means "choose for me" where a field says so;
 // Engine::info() reports the values actually chosen.
 struct EngineConfig {
@@ -18,6 +24,11 @@ struct EngineConfig {
   Device device = Device::kAuto;
   // Tokens per KV-cache block (a power of two, 1..256).
   std::int32_t block_size = 16;
+  // Keep the K/V of full blocks after their request ends and reuse it for every later
+  // request whose prompt starts with the same tokens (automatic prefix caching).
+  bool enable_prefix_caching = true;
+  // Order in which waiting requests are admitted.
+  SchedulePolicy schedule_policy = SchedulePolicy::kFcfs;
   // Number of KV blocks. 0: as many as `kv_cache_bytes` allows.
   std::int64_t num_kv_blocks = 0;
   // Memory budget for the KV cache in bytes when num_kv_blocks is 0. Default 512 MiB.

@@ -7,10 +7,12 @@
 //   params.max_tokens = 32;
 //   auto outputs = engine.generate({{1, 2, 3}, {1, 2, 4}}, params);
 //
-// generate() is thread-safe: concurrent calls are served one after another.
+// Every call is thread-safe. A background thread runs the engine's steps; generate() and
+// submit() from any number of threads are batched together.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -33,7 +35,13 @@ struct TokenLogprob {
 struct Request {
   std::vector<TokenId> prompt_token_ids;
   SamplingParams params;
+  // Requests share cached K/V only when their salts are equal (tenant isolation). Empty is a
+  // salt like any other.
+  std::string cache_salt;
 };
+
+// Identifies a submitted request; unique for the engine's lifetime.
+using RequestId = std::uint64_t;
 
 // What one request produced.
 struct RequestOutput {
@@ -57,6 +65,41 @@ struct RequestOutput {
   double decode_ms = 0.0;
 };
 
+// What the callback of a submitted request receives: each new token as it is generated,
+// then exactly once a final update with the whole output.
+struct RequestUpdate {
+  RequestId id = 0;
+  // Tokens generated since the previous update (empty in a final update that adds none).
+  std::vector<TokenId> new_token_ids;
+  bool finished = false;
+  // The complete output when `finished`, else nullptr. Valid during the call only.
+  const RequestOutput* output = nullptr;
+};
+
+// Called on the engine's thread. Keep it short; it may call submit() and abort().
+using RequestCallback = std::function<void(const RequestUpdate&)>;
+
+// Counters since the engine was built, and the state of its KV cache now.
+struct EngineStats {
+  // Prefix cache: every request's prompt counts once, at its first admission.
+  std::int64_t prefix_cache_query_tokens = 0;
+  std::int64_t prefix_cache_hit_tokens = 0;
+  std::int64_t prefix_cache_query_blocks = 0;  // full prompt blocks
+  std::int64_t prefix_cache_hit_blocks = 0;
+  double prefix_cache_hit_rate = 0.0;  // hit_tokens / query_tokens, 0 when no queries
+  // KV blocks by state: free + cached + in_use = EngineInfo::num_kv_blocks.
+  std::int64_t blocks_free = 0;
+  std::int64_t blocks_cached = 0;  // unreferenced, kept for reuse, evictable
+  std::int64_t blocks_in_use = 0;
+  std::int64_t peak_blocks_in_use = 0;
+  std::int64_t evictions = 0;
+  std::int64_t preemptions = 0;
+  std::int64_t num_running = 0;
+  std::int64_t num_waiting = 0;
+  std::int64_t num_steps = 0;
+  std::int64_t num_finished = 0;
+};
+
 // Facts about a built engine: the values actually chosen.
 struct EngineInfo {
   std::string architecture;  // e.g. "Qwen3ForCausalLM"
@@ -71,6 +114,7 @@ struct EngineInfo {
   std::int32_t max_num_batched_tokens = 0;
   std::int32_t num_threads = 0;
   std::vector<TokenId> eos_token_ids;
+  bool prefix_caching = true;
 };
 
 class Engine {
@@ -83,14 +127,24 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Runs every request to completion, batched together, and returns one output per
-  // request in input order. A bad request fails alone (FinishReason::kError).
+  // Queues a request and returns at once. `callback` receives its tokens as they come and a
+  // final update (finished) exactly once: with FinishReason::kError for a bad request,
+  // kAborted when aborted or when the engine is destroyed first. Thread-safe.
+  RequestId submit(Request request, RequestCallback callback);
+  // Cancels a request; its final update follows on the engine's thread. False when the id
+  // is unknown or the request has already finished. Thread-safe.
+  bool abort(RequestId id);
+
+  // Runs every request to completion, batched together with whatever else is running,
+  // and returns one output per request in input order. A bad request fails alone
+  // (FinishReason::kError). Thread-safe; built on submit().
   std::vector<RequestOutput> generate(const std::vector<Request>& requests);
   // The same sampling parameters for every prompt.
   std::vector<RequestOutput> generate(const std::vector<std::vector<TokenId>>& prompts,
                                       const SamplingParams& params);
 
   const EngineInfo& info() const;
+  EngineStats stats() const;
 
  private:
   struct Impl;

@@ -8,7 +8,7 @@ BuiltBatch build_batch(const Step& step, std::int32_t block_size) {
   BuiltBatch built;
   backend::ForwardBatch& b = built.batch;
   std::size_t max_blocks = 0;
-  for (const auto& s : step.seqs) max_blocks = std::max(max_blocks, s.seq->blocks.size());
+  for (const auto& s : step.seqs) max_blocks = std::max(max_blocks, s.seq->kv.blocks.size());
   b.max_blocks_per_seq = static_cast<std::int32_t>(max_blocks);
   b.block_tables.assign(step.seqs.size() * max_blocks, 0);
   b.query_start.push_back(0);
@@ -24,7 +24,7 @@ BuiltBatch build_batch(const Step& step, std::int32_t block_size) {
       const auto token_index = static_cast<std::int32_t>(b.token_ids.size());
       b.token_ids.push_back(seq.tokens[static_cast<std::size_t>(pos)]);
       b.positions.push_back(pos);
-      const kv::BlockId block = seq.blocks[static_cast<std::size_t>(pos / block_size)];
+      const kv::BlockId block = seq.kv.blocks[static_cast<std::size_t>(pos / block_size)];
       b.slot_mapping.push_back(static_cast<std::int64_t>(block.value) * block_size + pos % block_size);
       // Prompt logprobs are recorded once: a recomputed (preempted) prefix skips them.
       if (wants_prompt_logprobs && pos + 1 < seq.num_prompt_tokens &&
@@ -39,7 +39,7 @@ BuiltBatch build_batch(const Step& step, std::int32_t block_size) {
     }
     b.query_start.push_back(static_cast<std::int32_t>(b.token_ids.size()));
     b.context_lens.push_back(end);
-    std::transform(seq.blocks.begin(), seq.blocks.end(), b.block_tables.begin() + static_cast<std::ptrdiff_t>(row * max_blocks),
+    std::transform(seq.kv.blocks.begin(), seq.kv.blocks.end(), b.block_tables.begin() + static_cast<std::ptrdiff_t>(row * max_blocks),
                    [](kv::BlockId id) { return id.value; });
   }
   return built;

@@ -9,17 +9,15 @@
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <random>
+#include <condition_variable>
 #include <thread>
+#include <unordered_set>
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/device_probe.h"
-#include "engine/batch_builder.h"
-#include "engine/scheduler.h"
-#include "kv/block_pool.h"
+#include "engine/engine_core.h"
 #include "model/model_config.h"
 #include "model/weights.h"
-#include "sampling/sampler.h"
 #include "util/log.h"
 
 namespace cachet {
@@ -66,53 +64,48 @@ void merge_generation_config(const fs::path& dir, std::vector<TokenId>& eos) {
   }
 }
 
-std::uint64_t fresh_seed() {
-  static std::mutex mutex;
-  static std::mt19937_64 gen{std::random_device{}()};
-  std::lock_guard lock(mutex);
-  return gen();
-}
-
-double ms_between(engine::Clock::time_point a, engine::Clock::time_point b) {
-  return std::chrono::duration<double, std::milli>(b - a).count();
-}
-
 }  // namespace
 
 struct Engine::Impl {
-  EngineConfig config;
   EngineInfo info;
-  model::ModelConfig model;
-  std::unique_ptr<backend::Backend> backend;
-  std::unique_ptr<kv::BlockPool> pool;
-  std::mutex mutex;  // generate() calls are served one after another
-  std::uint64_t next_arrival = 0;
+  std::unique_ptr<engine::EngineCore> core;  // touched by the loop thread only
+
+  // Shared with callers, under `mutex`.
+  mutable std::mutex mutex;
+  std::condition_variable wake;
+  struct Submission {
+    RequestId id;
+    Request request;
+    RequestCallback callback;
+    engine::Clock::time_point submitted;
+  };
+  std::vector<Submission> inbox;
+  std::vector<RequestId> aborts;
+  std::unordered_set<RequestId> live;  // submitted, final update not yet delivered
+  RequestId next_id = 1;
+  EngineStats stats;
+  bool stop = false;
+  std::thread loop_thread;
 
   explicit Impl(const EngineConfig& c);
-  std::vector<RequestOutput> generate(const std::vector<Request>& requests);
-  std::string check_request(const Request& r) const;
-  void on_token(engine::Sequence& seq, TokenId token, std::span<const float> logits);
-  void finish(engine::Scheduler& scheduler, engine::Sequence& seq, FinishReason reason, std::string error = {});
+  ~Impl();
+  void loop();
+  void deliver(std::vector<engine::Delivery> deliveries);
 };
 
-Engine::Impl::Impl(const EngineConfig& c) : config(c) {
+Engine::Impl::Impl(const EngineConfig& config) {
   check_config(config);
   const fs::path dir(config.model_dir);
   if (!fs::is_directory(dir))
     throw Error(ErrorCode::kNotFound, fmt::format("{}: model directory not found", dir.string()));
-  model = model::load_model_config(dir / "config.json");
+  model::ModelConfig model = model::load_model_config(dir / "config.json");
   merge_generation_config(dir, model.eos_token_ids);
 
   const backend::CudaProbe probe = backend::probe_cuda();
-  if (config.device == Device::kCuda) {
-    throw Error(ErrorCode::kUnavailable,
-                fmt::format("Device::kCuda requested but the CUDA backend cannot be used: {}",
-                            probe.problem.empty() ? "the CUDA backend is not implemented in this version" : probe.problem));
-  }
-  if (config.device == Device::kAuto) {
-    util::logger().info("device auto: using the CPU backend ({})",
-                        probe.problem.empty() ? "the CUDA backend is not implemented in this version" : probe.problem);
-  }
+  const std::string no_cuda = probe.problem.empty() ? "the CUDA backend is not implemented in this version" : probe.problem;
+  if (config.device == Device::kCuda)
+    throw Error(ErrorCode::kUnavailable, fmt::format("Device::kCuda requested but the CUDA backend cannot be used: {}", no_cuda));
+  if (config.device == Device::kAuto) util::logger().info("device auto: using the CPU backend ({})", no_cuda);
 
   const std::int32_t max_len = config.max_model_len > 0 ? config.max_model_len : model.max_position_embeddings;
   if (max_len > model.max_position_embeddings)
@@ -128,12 +121,10 @@ Engine::Impl::Impl(const EngineConfig& c) : config(c) {
     throw Error(ErrorCode::kOutOfMemory,
                 fmt::format("EngineConfig: kv_cache_bytes {} holds no KV block (one block of {} tokens takes {} bytes)",
                             config.kv_cache_bytes, config.block_size, block_bytes));
-  if (num_blocks > std::numeric_limits<std::int32_t>::max() / config.block_size)
-    num_blocks = std::numeric_limits<std::int32_t>::max() / config.block_size;
+  num_blocks = std::min<std::int64_t>(num_blocks, std::numeric_limits<std::int32_t>::max() / config.block_size);
 
   backend::KvCacheSpec kv{model.num_layers, model.num_kv_heads, model.head_dim, config.block_size, num_blocks};
-  backend = backend::make_cpu_backend(model, model::load_weights(dir, model), kv, threads);
-  pool = std::make_unique<kv::BlockPool>(num_blocks);
+  auto backend = backend::make_cpu_backend(model, model::load_weights(dir, model), kv, threads);
 
   info.architecture = std::string(model::arch_name(model.arch));
   info.backend = std::string(backend->name());
@@ -147,133 +138,75 @@ Engine::Impl::Impl(const EngineConfig& c) : config(c) {
   info.max_num_batched_tokens = config.max_num_batched_tokens;
   info.num_threads = threads;
   info.eos_token_ids = model.eos_token_ids;
-  util::logger().info("{} on {}: {} KV blocks of {} tokens ({:.1f} MiB), max_model_len {}", info.architecture,
-                      info.backend, num_blocks, config.block_size, info.kv_cache_bytes / 1048576.0, max_len);
+  info.prefix_caching = config.enable_prefix_caching;
+  util::logger().info("{} on {}: {} KV blocks of {} tokens ({:.1f} MiB), max_model_len {}, prefix caching {}",
+                      info.architecture, info.backend, num_blocks, config.block_size, info.kv_cache_bytes / 1048576.0,
+                      max_len, config.enable_prefix_caching ? "on" : "off");
+  core = std::make_unique<engine::EngineCore>(config, info, std::move(model), std::move(backend));
+  stats = core->stats();
+  loop_thread = std::thread([this] { loop(); });
 }
 
-std::string Engine::Impl::check_request(const Request& r) const {
-  const auto& prompt = r.prompt_token_ids;
-  if (prompt.empty()) return "prompt is empty";
-  for (std::size_t i = 0; i < prompt.size(); ++i) {
-    if (prompt[i] < 0 || prompt[i] >= model.vocab_size)
-      return fmt::format("prompt token id {} at position {} is outside the vocabulary [0, {})", prompt[i], i,
-                         model.vocab_size);
+Engine::Impl::~Impl() {
+  {
+    std::lock_guard lock(mutex);
+    stop = true;
   }
-  if (static_cast<std::int64_t>(prompt.size()) >= info.max_model_len)
-    return fmt::format("prompt has {} tokens; max_model_len is {}, which leaves no room to generate", prompt.size(),
-                       info.max_model_len);
-  if (std::string msg = sampling::validate(r.params, model.vocab_size); !msg.empty()) return msg;
-  const std::int64_t blocks = (static_cast<std::int64_t>(prompt.size()) + 1 + info.block_size - 1) / info.block_size;
-  if (blocks > info.num_kv_blocks)
-    return fmt::format("prompt of {} tokens needs {} KV blocks; the cache has {} in all", prompt.size(), blocks,
-                       info.num_kv_blocks);
-  return {};
+  wake.notify_all();
+  if (loop_thread.joinable()) loop_thread.join();
 }
 
-void Engine::Impl::finish(engine::Scheduler& scheduler, engine::Sequence& seq, FinishReason reason,
-                          std::string error) {
-  scheduler.finish(&seq);
-  seq.output.finish_reason = reason;
-  seq.output.error = std::move(error);
-  seq.output.token_ids.assign(seq.tokens.begin() + seq.num_prompt_tokens, seq.tokens.end());
-  const auto now = engine::Clock::now();
-  if (seq.first_token_at) {
-    seq.output.ttft_ms = ms_between(seq.submitted, *seq.first_token_at);
-    seq.output.decode_ms = ms_between(*seq.first_token_at, now);
-  }
-}
-
-void Engine::Impl::on_token(engine::Sequence& seq, TokenId token, std::span<const float> logits) {
-  if (seq.params.logprobs) seq.output.logprobs.push_back(sampling::top_logprobs(logits, *seq.params.logprobs, token));
-  seq.tokens.push_back(token);
-  if (!seq.first_token_at) seq.first_token_at = engine::Clock::now();
-}
-
-std::vector<RequestOutput> Engine::Impl::generate(const std::vector<Request>& requests) {
-  std::lock_guard lock(mutex);
-  const auto submitted = engine::Clock::now();
-  std::vector<engine::Sequence> seqs(requests.size());
-  engine::Scheduler scheduler({config.block_size, config.max_num_seqs, config.max_num_batched_tokens}, *pool);
-
-  for (std::size_t i = 0; i < requests.size(); ++i) {
-    const Request& r = requests[i];
-    engine::Sequence& seq = seqs[i];
-    seq.index = i;
-    seq.arrival = next_arrival++;
-    seq.params = r.params;
-    seq.submitted = submitted;
-    seq.tokens = r.prompt_token_ids;
-    seq.num_prompt_tokens = static_cast<std::int32_t>(r.prompt_token_ids.size());
-    seq.output.prompt_token_ids = r.prompt_token_ids;
-    if (std::string problem = check_request(r); !problem.empty()) {
-      seq.status = engine::SeqStatus::kFinished;
-      seq.output.finish_reason = FinishReason::kError;
-      seq.output.error = fmt::format("request {}: {}", i, problem);
-      util::logger().warn("{}", seq.output.error);
-      continue;
-    }
-    seq.seed = r.params.seed ? *r.params.seed : fresh_seed();
-    if (r.params.prompt_logprobs) seq.output.prompt_logprobs.resize(seq.tokens.size());
-    scheduler.add(&seq);
-  }
-
-  std::vector<float> logits;
-  const auto vocab = static_cast<std::size_t>(model.vocab_size);
-  while (scheduler.has_work()) {
-    engine::Step step = scheduler.schedule();
-    for (engine::Sequence* seq : step.unservable) {
-      finish(scheduler, *seq, FinishReason::kError,
-             fmt::format("request {}: needs more KV blocks than the cache has ({} blocks of {} tokens) at {} tokens",
-                         seq->index, info.num_kv_blocks, info.block_size, seq->size() + 1));
-    }
-    if (step.empty()) {
-      if (!step.unservable.empty()) continue;
-      // Nothing can run although requests remain: a scheduler bug, reported per request.
-      for (auto& seq : seqs)
-        if (seq.status != engine::SeqStatus::kFinished)
-          finish(scheduler, seq, FinishReason::kError, fmt::format("request {}: internal error: scheduler stalled", seq.index));
-      break;
-    }
-    engine::BuiltBatch built = engine::build_batch(step, config.block_size);
-    try {
-      backend->forward(built.batch, logits);
-    } catch (const std::exception& e) {
-      for (const auto& s : step.seqs)
-        finish(scheduler, *s.seq, FinishReason::kError, fmt::format("request {}: forward pass failed: {}", s.seq->index, e.what()));
-      continue;
-    }
-    for (const auto& s : step.seqs) s.seq->num_computed += s.num_tokens;
-    for (std::size_t row = 0; row < built.uses.size(); ++row) {
-      const engine::LogitsUse& use = built.uses[row];
-      engine::Sequence& seq = *use.seq;
-      std::span<const float> row_logits(logits.data() + row * vocab, vocab);
-      if (use.kind == engine::LogitsUse::Kind::kPromptLogprob) {
-        const TokenId next = seq.tokens[static_cast<std::size_t>(use.position + 1)];
-        seq.output.prompt_logprobs[static_cast<std::size_t>(use.position + 1)] =
-            sampling::top_logprobs(row_logits, *seq.params.prompt_logprobs, next);
-        continue;
+void Engine::Impl::deliver(std::vector<engine::Delivery> deliveries) {
+  for (auto& d : deliveries) {
+    if (*d.callback) {
+      try {
+        (*d.callback)(d.update);
+      } catch (const std::exception& e) {
+        util::logger().error("request {}: callback threw: {}", d.update.id, e.what());
+      } catch (...) {
+        util::logger().error("request {}: callback threw", d.update.id);
       }
-      const TokenId token = sampling::sample(row_logits, seq.params, seq.seed,
-                                             static_cast<std::uint64_t>(seq.num_generated()));
-      on_token(seq, token, row_logits);
-      const bool eos = !seq.params.ignore_eos &&
-                       std::find(model.eos_token_ids.begin(), model.eos_token_ids.end(), token) != model.eos_token_ids.end();
-      const bool stop = std::find(seq.params.stop_token_ids.begin(), seq.params.stop_token_ids.end(), token) !=
-                        seq.params.stop_token_ids.end();
-      if (eos || stop)
-        finish(scheduler, seq, FinishReason::kStop);
-      else if (seq.num_generated() >= seq.params.max_tokens || seq.size() >= info.max_model_len)
-        finish(scheduler, seq, FinishReason::kLength);
     }
-#ifdef CACHET_CHECKS
-    pool->check_integrity();
-#endif
+    if (d.update.finished) {
+      std::lock_guard lock(mutex);
+      live.erase(d.update.id);
+    }
   }
+}
 
-  std::vector<RequestOutput> outputs;
-  outputs.reserve(seqs.size());
-  for (auto& seq : seqs) outputs.push_back(std::move(seq.output));
-  return outputs;
+void Engine::Impl::loop() {
+  for (;;) {
+    std::vector<Submission> new_requests;
+    std::vector<RequestId> to_abort;
+    bool stopping;
+    {
+      std::unique_lock lock(mutex);
+      wake.wait(lock, [&] { return stop || !inbox.empty() || !aborts.empty() || core->has_work(); });
+      new_requests.swap(inbox);
+      to_abort.swap(aborts);
+      stopping = stop;
+    }
+    for (auto& s : new_requests) core->add(s.id, std::move(s.request), std::move(s.callback), s.submitted);
+    for (RequestId id : to_abort) core->abort(id);
+    if (stopping) {
+      // Whatever is still live ends as aborted: every callback fires exactly once.
+      std::vector<RequestId> remaining;
+      {
+        std::lock_guard lock(mutex);
+        remaining.assign(live.begin(), live.end());
+      }
+      for (RequestId id : remaining) core->abort(id);
+      deliver(core->take_deliveries());
+      return;
+    }
+    if (core->has_work()) core->step();
+    EngineStats snapshot = core->stats();
+    {
+      std::lock_guard lock(mutex);
+      stats = snapshot;
+    }
+    deliver(core->take_deliveries());
+  }
 }
 
 Engine::Engine(const EngineConfig& config) : impl_(std::make_unique<Impl>(config)) {}
@@ -281,18 +214,66 @@ Engine::~Engine() = default;
 Engine::Engine(Engine&&) noexcept = default;
 Engine& Engine::operator=(Engine&&) noexcept = default;
 
+RequestId Engine::submit(Request request, RequestCallback callback) {
+  const auto now = engine::Clock::now();
+  RequestId id;
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->stop) throw Error(ErrorCode::kUnavailable, "Engine::submit: the engine is shutting down");
+    id = impl_->next_id++;
+    impl_->live.insert(id);
+    impl_->inbox.push_back({id, std::move(request), std::move(callback), now});
+  }
+  impl_->wake.notify_all();
+  return id;
+}
+
+bool Engine::abort(RequestId id) {
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (!impl_->live.contains(id)) return false;
+    impl_->aborts.push_back(id);
+  }
+  impl_->wake.notify_all();
+  return true;
+}
+
 std::vector<RequestOutput> Engine::generate(const std::vector<Request>& requests) {
-  return impl_->generate(requests);
+  struct Collector {
+    std::mutex mutex;
+    std::condition_variable done;
+    std::vector<RequestOutput> outputs;
+    std::size_t remaining = 0;
+  };
+  auto collector = std::make_shared<Collector>();
+  collector->outputs.resize(requests.size());
+  collector->remaining = requests.size();
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    submit(requests[i], [collector, i](const RequestUpdate& u) {
+      if (!u.finished) return;
+      std::lock_guard lock(collector->mutex);
+      collector->outputs[i] = *u.output;
+      if (--collector->remaining == 0) collector->done.notify_all();
+    });
+  }
+  std::unique_lock lock(collector->mutex);
+  collector->done.wait(lock, [&] { return collector->remaining == 0; });
+  return std::move(collector->outputs);
 }
 
 std::vector<RequestOutput> Engine::generate(const std::vector<std::vector<TokenId>>& prompts,
                                             const SamplingParams& params) {
   std::vector<Request> requests;
   requests.reserve(prompts.size());
-  for (const auto& p : prompts) requests.push_back({p, params});
-  return impl_->generate(requests);
+  for (const auto& p : prompts) requests.push_back({p, params, {}});
+  return generate(requests);
 }
 
 const EngineInfo& Engine::info() const { return impl_->info; }
+
+EngineStats Engine::stats() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->stats;
+}
 
 }  // namespace cachet

@@ -1,113 +1,169 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <unordered_set>
 
 namespace cachet::engine {
 
-Scheduler::Scheduler(const SchedulerConfig& config, kv::BlockPool& pool) : config_(config), pool_(pool) {}
+Scheduler::Scheduler(const SchedulerConfig& config, kv::KvCacheManager& kv) : config_(config), kv_(kv) {}
 
 void Scheduler::add(Sequence* seq) {
   seq->status = SeqStatus::kWaiting;
   waiting_.push_back(seq);
 }
 
-std::int64_t Scheduler::blocks_needed(const Sequence& seq, std::int32_t num_tokens) const {
-  std::int64_t total = (static_cast<std::int64_t>(seq.num_computed) + num_tokens + config_.block_size - 1) /
-                       config_.block_size;
-  return std::max<std::int64_t>(0, total - static_cast<std::int64_t>(seq.blocks.size()));
-}
-
-bool Scheduler::grow(Sequence& seq, std::int32_t num_tokens) {
-  auto fresh = pool_.allocate(blocks_needed(seq, num_tokens));
-  if (!fresh) return false;
-  seq.blocks.insert(seq.blocks.end(), fresh->begin(), fresh->end());
-  return true;
-}
-
 void Scheduler::preempt(Sequence& seq) {
-  pool_.release(seq.blocks);
-  seq.blocks.clear();
+  kv_.free(seq.kv);
   seq.num_computed = 0;
   seq.status = SeqStatus::kWaiting;
   waiting_.push_front(&seq);
-  ++num_preemptions_;
+  ++counters_.preemptions;
 }
 
 Step Scheduler::schedule() {
   Step step;
   std::int32_t budget = config_.max_num_batched_tokens;
+  schedule_running(step, budget);
+  admit_waiting(step, budget);
+  return step;
+}
 
-  // Running sequences: decodes (one token) first, then prefills that continue with their
-  // next chunk. A sequence that needs a block when none is free takes it from the latest
-  // arrival, preempting it (possibly itself); one that cannot fit even alone is unservable.
+void Scheduler::schedule_running(Step& step, std::int32_t& budget) {
+  // Decodes first, then prefills that continue with their next chunk. A sequence that needs
+  // a block when none is free or evictable takes it from the latest arrival, preempting it
+  // (possibly itself); one that cannot fit even alone is unservable.
   for (bool decode_pass : {true, false}) {
     for (std::size_t i = 0; i < running_.size() && budget > 0;) {
       Sequence* seq = running_[i];
-      std::int32_t remaining = seq->size() - seq->num_computed;
-      bool is_decode = remaining == 1;
-      bool already = std::any_of(step.seqs.begin(), step.seqs.end(), [&](const ScheduledSeq& s) { return s.seq == seq; });
-      if (is_decode != decode_pass || already || remaining <= 0) {
+      const std::int32_t remaining = seq->size() - seq->num_computed;
+      if ((remaining == 1) != decode_pass || remaining <= 0) {
         ++i;
         continue;
       }
-      std::int32_t n = std::min(remaining, budget);
-      bool scheduled = true;
-      while (!grow(*seq, n)) {
+      const std::int32_t n = std::min(remaining, budget);
+      bool ok = true;
+      while (!kv_.grow(seq->kv, seq->num_computed + n)) {
         if (running_.size() == 1) {
           running_.clear();
           step.unservable.push_back(seq);
-          scheduled = false;
+          ok = false;
           break;
         }
+        // Victims come from the back; everything scheduled so far sits before index i.
         Sequence* victim = running_.back();
         running_.pop_back();
-        // A victim scheduled earlier in this step cannot exist: victims come from the back
-        // and scheduled sequences sit before index i.
         preempt(*victim);
-        ++step.num_preempted;
         if (victim == seq) {
-          scheduled = false;
+          ok = false;
           break;
         }
       }
-      if (!scheduled) continue;  // running_[i] is now the next sequence (or i is past the end)
+      if (!ok) continue;  // running_[i] is now the next sequence, or i is past the end
       step.seqs.push_back({seq, n});
       budget -= n;
       ++i;
     }
   }
+}
 
-  // Waiting sequences, in order, while the budgets and the free blocks allow.
-  while (!waiting_.empty() && budget > 0 &&
-         static_cast<std::int32_t>(running_.size()) < config_.max_num_seqs) {
-    Sequence* seq = waiting_.front();
-    std::int32_t n = std::min(seq->size() - seq->num_computed, budget);
-    if (!grow(*seq, n)) {
+namespace {
+
+// Prompt logprobs need logits at every prompt position, which cached blocks do not hold:
+// such a request computes its whole prompt (still filling the cache for others) until it
+// has them all, which is once it has generated a token.
+bool needs_whole_prompt(const Sequence& seq) { return seq.params.prompt_logprobs && seq.num_generated() == 0; }
+
+}  // namespace
+
+kv::PrefixMatch Scheduler::match_for(Sequence& seq) {
+  kv_.update_hashes(seq.kv, seq.tokens);
+  if (needs_whole_prompt(seq)) return {};
+  return kv_.match(seq.kv, seq.tokens, seq.size() - 1);
+}
+
+void Scheduler::order_cache_aware() {
+  // SGLang's longest-prefix-match, within a window of the longest-waiting requests so that
+  // nobody starves: among them, the ones with the most cached tokens go first.
+  const std::size_t window = std::min<std::size_t>(waiting_.size(), static_cast<std::size_t>(config_.cache_aware_window));
+  std::vector<std::pair<std::int32_t, Sequence*>> ranked;
+  for (std::size_t i = 0; i < window; ++i) ranked.emplace_back(match_for(*waiting_[i]).num_tokens, waiting_[i]);
+  std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (std::size_t i = 0; i < window; ++i) waiting_[i] = ranked[i].second;
+}
+
+void Scheduler::admit_waiting(Step& step, std::int32_t& budget) {
+  if (waiting_.empty() || budget <= 0) return;
+  if (config_.policy == SchedulePolicy::kCacheAware) order_cache_aware();
+
+  // Full blocks that running sequences are about to compute: a waiting sequence whose next
+  // uncached block is among them waits for it instead of computing it a second time.
+  std::unordered_set<kv::BlockHash, kv::BlockHashHasher> pending;
+  auto add_pending = [&](Sequence& s) {
+    if (!kv_.caching_enabled()) return;
+    kv_.update_hashes(s.kv, s.tokens);
+    for (std::size_t b = static_cast<std::size_t>(s.kv.num_registered); b < s.kv.hashes.size(); ++b)
+      pending.insert(s.kv.hashes[b]);
+  };
+  for (Sequence* s : running_) add_pending(*s);
+
+  for (std::size_t i = 0; i < waiting_.size() && budget > 0 &&
+                          static_cast<std::int32_t>(running_.size()) < config_.max_num_seqs;) {
+    Sequence* seq = waiting_[i];
+    kv::PrefixMatch match = match_for(*seq);
+    const std::size_t next_block = match.blocks.size();
+    if (next_block < seq->kv.hashes.size() && pending.contains(seq->kv.hashes[next_block]) &&
+        !needs_whole_prompt(*seq)) {
+      ++i;  // deferred: a running sequence computes this block now
+      continue;
+    }
+    const std::int32_t n = std::min(seq->size() - match.num_tokens, budget);
+    if (!kv_.admit(seq->kv, match, match.num_tokens + n)) {
       if (running_.empty()) {
-        // Every block is free and still not enough: this sequence can never run.
-        waiting_.pop_front();
+        // Every block is free or evictable and still not enough: it can never run.
+        waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
         step.unservable.push_back(seq);
         continue;
       }
       break;
     }
-    waiting_.pop_front();
+    if (!seq->admitted_before) {
+      seq->admitted_before = true;
+      seq->output.num_cached_tokens = match.num_tokens;
+      counters_.query_tokens += seq->num_prompt_tokens;
+      counters_.hit_tokens += match.num_tokens;
+      counters_.query_blocks += seq->num_prompt_tokens / kv_.block_size();
+      counters_.hit_blocks += static_cast<std::int64_t>(match.blocks.size());
+    }
+    seq->num_computed = match.num_tokens;
     seq->status = SeqStatus::kRunning;
+    waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
     auto pos = std::upper_bound(running_.begin(), running_.end(), seq,
                                 [](const Sequence* a, const Sequence* b) { return a->arrival < b->arrival; });
     running_.insert(pos, seq);
     step.seqs.push_back({seq, n});
     budget -= n;
+    add_pending(*seq);
   }
-  return step;
+}
+
+void Scheduler::commit(const Step& step) {
+  for (const auto& s : step.seqs) {
+    s.seq->num_computed += s.num_tokens;
+    kv_.commit(s.seq->kv, s.seq->tokens, s.seq->num_computed);
+  }
 }
 
 void Scheduler::finish(Sequence* seq) {
-  pool_.release(seq->blocks);
-  seq->blocks.clear();
+  kv_.free(seq->kv);
   seq->status = SeqStatus::kFinished;
   std::erase(running_, seq);
   std::erase(waiting_, seq);
+}
+
+std::vector<const std::vector<kv::BlockId>*> Scheduler::block_tables() const {
+  std::vector<const std::vector<kv::BlockId>*> tables;
+  for (const Sequence* s : running_) tables.push_back(&s->kv.blocks);
+  return tables;
 }
 
 }  // namespace cachet::engine

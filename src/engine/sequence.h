@@ -3,11 +3,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "cachet/engine.h"
-#include "kv/block_pool.h"
+#include "kv/kv_cache_manager.h"
 
 namespace cachet::engine {
 
@@ -16,18 +17,21 @@ using Clock = std::chrono::steady_clock;
 enum class SeqStatus { kWaiting, kRunning, kFinished };
 
 struct Sequence {
-  std::size_t index = 0;          // position in the caller's request list
+  RequestId id = 0;
   std::uint64_t arrival = 0;      // submission order; later arrivals are preempted first
   SamplingParams params;
   std::uint64_t seed = 0;         // params.seed or one drawn at submission
   // Prompt then generated tokens:
-  // [0, computed) K/V in the cache   [computed, size) still to run through the model
+  // [0, num_computed) K/V in the cache   [num_computed, size) still to run through the model
   std::vector<TokenId> tokens;
   std::int32_t num_prompt_tokens = 0;
   std::int32_t num_computed = 0;
-  std::vector<kv::BlockId> blocks;  // block table: token i lives in blocks[i / block_size]
+  kv::SeqBlocks kv;               // block table, block hashes, cache salt
+  bool admitted_before = false;   // prefix-cache statistics count a request's first admission only
   SeqStatus status = SeqStatus::kWaiting;
   RequestOutput output;
+  std::size_t num_reported = 0;   // generated tokens already passed to the callback
+  std::shared_ptr<RequestCallback> callback;
   Clock::time_point submitted;
   std::optional<Clock::time_point> first_token_at;
 

@@ -1,12 +1,21 @@
-// The pool of KV-cache blocks: which blocks are free and how many block tables reference
-// each one. Free of tensors: the backend owns the memory, this owns the bookkeeping.
+// The KV-cache blocks' bookkeeping: states, reference counts, content hashes and the LRU of
+// cached blocks nobody references. Free of tensors: the backend owns the memory.
+//
+// A block is in exactly one state:
+//   free    ref_count 0, no hash            on the free stack
+//   in use  ref_count >= 1 (hash or not)    in one or more block tables
+//   cached  ref_count 0, hash registered    in the LRU, reusable by a hit, evictable
 #pragma once
 
 #include <compare>
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <unordered_map>
 #include <vector>
+
+#include "cachet/types.h"
+#include "kv/block_hash.h"
 
 namespace cachet::kv {
 
@@ -18,27 +27,70 @@ struct BlockId {
 
 class BlockPool {
  public:
-  explicit BlockPool(std::int64_t num_blocks);
+  BlockPool(std::int64_t num_blocks, std::int32_t block_size);
 
-  std::int64_t num_blocks() const { return static_cast<std::int64_t>(ref_counts_.size()); }
+  std::int64_t num_blocks() const { return static_cast<std::int64_t>(blocks_.size()); }
   std::int64_t num_free() const { return static_cast<std::int64_t>(free_.size()); }
-  std::int64_t num_in_use() const { return num_blocks() - num_free(); }
+  std::int64_t num_cached() const { return num_cached_; }
+  std::int64_t num_in_use() const { return num_blocks() - num_free() - num_cached(); }
+  // Blocks allocate() can hand out: free ones, then cached ones by eviction.
+  std::int64_t num_allocatable() const { return num_free() + num_cached(); }
+  std::int64_t num_evictions() const { return num_evictions_; }
 
-  // `n` fresh blocks, each with one reference, or nullopt (and no change) when fewer than
-  // `n` are free.
+  std::int32_t ref_count(BlockId id) const { return at(id).ref_count; }
+  bool is_cached(BlockId id) const { return at(id).ref_count == 0 && at(id).hash.has_value(); }
+  const std::optional<BlockHash>& hash(BlockId id) const { return at(id).hash; }
+
+  // The registered block with this hash whose stored tokens equal `tokens` and whose
+  // parent hash equals `parent` (nullopt for a first block): exact, so a hash collision
+  // can never return a block with other contents. Does not change anything.
+  std::optional<BlockId> lookup(const BlockHash& hash, const std::optional<BlockHash>& parent,
+                                std::span<const TokenId> tokens) const;
+
+  // `n` blocks with one reference each, taken from the free stack, then by evicting the
+  // least recently used cached blocks; nullopt (and no change) when fewer than `n` are
+  // allocatable.
   std::optional<std::vector<BlockId>> allocate(std::int64_t n);
-  // Drops one reference of each block; a block with none left is free again.
-  void release(std::span<const BlockId> blocks);
+  // One more reference to a block that is in use or cached (a prefix-cache hit).
+  void ref(BlockId id);
+  // Drops one reference of each block, walking the chain from its end: blocks left
+  // unreferenced join the LRU's most-recent end when registered (deepest first, so a chain
+  // is evicted from its tail) and the free stack otherwise.
+  void release(std::span<const BlockId> chain);
+  // Makes an in-use block findable by `hash`. Returns false (and changes nothing) when
+  // another block already holds that hash: the same content computed twice.
+  bool register_block(BlockId id, const BlockHash& hash, const std::optional<BlockHash>& parent,
+                      std::span<const TokenId> tokens);
 
-  std::int32_t ref_count(BlockId id) const { return ref_counts_.at(static_cast<std::size_t>(id.value)); }
-
-  // Aborts with a message when the bookkeeping is inconsistent: every block is free
-  // exactly when its ref count is 0, and the free list holds no duplicates.
-  void check_integrity() const;
+  // Aborts with a message unless: every block is in exactly one state, the free stack and
+  // the LRU hold exactly the free and cached blocks, the hash index maps each registered
+  // block's hash to it, and every ref count equals the number of times the block appears
+  // in `tables` (the block tables of all live sequences).
+  void check_integrity(std::span<const std::vector<BlockId>* const> tables) const;
 
  private:
-  std::vector<std::int32_t> ref_counts_;  // [num_blocks]
-  std::vector<BlockId> free_;             // a stack: the most recently freed block is reused first
+  struct Block {
+    std::int32_t ref_count = 0;
+    std::optional<BlockHash> hash;    // registered content hash
+    std::optional<BlockHash> parent;  // hash of the previous block in the chain
+    std::int32_t lru_prev = -1;       // intrusive LRU links (block indices, -1: none)
+    std::int32_t lru_next = -1;
+  };
+
+  const Block& at(BlockId id) const { return blocks_.at(static_cast<std::size_t>(id.value)); }
+  Block& at(BlockId id) { return blocks_.at(static_cast<std::size_t>(id.value)); }
+  void lru_push_back(BlockId id);
+  void lru_remove(BlockId id);
+  void evict(BlockId id);
+
+  std::int32_t block_size_;
+  std::vector<Block> blocks_;               // [num_blocks]
+  std::vector<TokenId> tokens_;             // [num_blocks, block_size]: registered contents
+  std::vector<BlockId> free_;               // a stack
+  std::int32_t lru_head_ = -1, lru_tail_ = -1;  // head: least recently used
+  std::int64_t num_cached_ = 0;
+  std::int64_t num_evictions_ = 0;
+  std::unordered_map<BlockHash, BlockId, BlockHashHasher> index_;
 };
 
 }  // namespace cachet::kv

@@ -24,7 +24,11 @@ struct GenerateArgs {
   bool json = false;
   std::string device = "auto";
   EngineConfig engine;
+  std::int64_t kv_cache_bytes = 0;
   std::int64_t kv_cache_mib = 512;
+  bool no_prefix_cache = false;
+  bool print_stats = false;
+  std::string schedule = "fcfs";
 };
 
 nlohmann::json logprob_list(const std::vector<TokenLogprob>& entries) {
@@ -59,6 +63,24 @@ nlohmann::json to_json(std::size_t index, const RequestOutput& out, const Sampli
   return j;
 }
 
+nlohmann::json stats_json(const EngineStats& s) {
+  return {{"prefix_cache_query_tokens", s.prefix_cache_query_tokens},
+          {"prefix_cache_hit_tokens", s.prefix_cache_hit_tokens},
+          {"prefix_cache_query_blocks", s.prefix_cache_query_blocks},
+          {"prefix_cache_hit_blocks", s.prefix_cache_hit_blocks},
+          {"prefix_cache_hit_rate", s.prefix_cache_hit_rate},
+          {"blocks_free", s.blocks_free},
+          {"blocks_cached", s.blocks_cached},
+          {"blocks_in_use", s.blocks_in_use},
+          {"peak_blocks_in_use", s.peak_blocks_in_use},
+          {"evictions", s.evictions},
+          {"preemptions", s.preemptions},
+          {"num_running", s.num_running},
+          {"num_waiting", s.num_waiting},
+          {"num_steps", s.num_steps},
+          {"num_finished", s.num_finished}};
+}
+
 void print_human(std::size_t index, const RequestOutput& out) {
   if (out.finish_reason == FinishReason::kError) {
     fmt::print("[{}] error: {}\n", index, out.error);
@@ -67,7 +89,8 @@ void print_human(std::size_t index, const RequestOutput& out) {
   const double decode_rate = out.token_ids.size() > 1 && out.decode_ms > 0
                                  ? (out.token_ids.size() - 1) / (out.decode_ms / 1000.0)
                                  : 0.0;
-  fmt::print("[{}] prompt ({} tokens): {}\n", index, out.prompt_token_ids.size(), fmt::join(out.prompt_token_ids, " "));
+  fmt::print("[{}] prompt ({} tokens, {} from the prefix cache): {}\n", index, out.prompt_token_ids.size(),
+             out.num_cached_tokens, fmt::join(out.prompt_token_ids, " "));
   fmt::print("    output ({} tokens, {}): {}\n", out.token_ids.size(), to_string(out.finish_reason),
              fmt::join(out.token_ids, " "));
   fmt::print("    time to first token {:.1f} ms, decode {:.1f} tokens/s\n", out.ttft_ms, decode_rate);
@@ -100,6 +123,11 @@ Runner add_generate_command(CLI::App& app) {
   cmd->add_option("--threads", a->engine.num_threads, "CPU threads (0 = all cores)")->capture_default_str();
   cmd->add_option("--block-size", a->engine.block_size, "Tokens per KV block")->capture_default_str();
   cmd->add_option("--kv-cache-mib", a->kv_cache_mib, "KV cache budget in MiB")->capture_default_str();
+  cmd->add_option("--kv-cache-bytes", a->kv_cache_bytes, "KV cache budget in bytes (overrides --kv-cache-mib)");
+  cmd->add_option("--num-kv-blocks", a->engine.num_kv_blocks, "Number of KV blocks (overrides the byte budget)");
+  cmd->add_flag("--no-prefix-cache", a->no_prefix_cache, "Disable automatic prefix caching");
+  cmd->add_option("--schedule", a->schedule, "fcfs | cache-aware")->check(CLI::IsMember({"fcfs", "cache-aware"}))->capture_default_str();
+  cmd->add_flag("--stats", a->print_stats, "Print the engine's statistics (JSON) on stderr at the end");
   cmd->add_option("--max-num-seqs", a->engine.max_num_seqs, "Sequences per step")->capture_default_str();
   cmd->add_option("--max-num-batched-tokens", a->engine.max_num_batched_tokens, "Tokens per step")->capture_default_str();
   cmd->add_option("--max-model-len", a->engine.max_model_len, "0 = the model's")->capture_default_str();
@@ -109,7 +137,9 @@ Runner add_generate_command(CLI::App& app) {
     if (a->logprobs >= 0) a->params.logprobs = a->logprobs;
     if (a->prompt_logprobs >= 0) a->params.prompt_logprobs = a->prompt_logprobs;
     a->engine.device = a->device == "cpu" ? Device::kCpu : a->device == "cuda" ? Device::kCuda : Device::kAuto;
-    a->engine.kv_cache_bytes = a->kv_cache_mib << 20;
+    a->engine.kv_cache_bytes = a->kv_cache_bytes > 0 ? a->kv_cache_bytes : a->kv_cache_mib << 20;
+    a->engine.enable_prefix_caching = !a->no_prefix_cache;
+    a->engine.schedule_policy = a->schedule == "cache-aware" ? SchedulePolicy::kCacheAware : SchedulePolicy::kFcfs;
 
     std::vector<Request> requests;
     if (!a->prompts.empty())
@@ -117,7 +147,7 @@ Runner add_generate_command(CLI::App& app) {
     if (!a->prompts_file.empty()) {
       requests = read_requests_file(a->prompts_file, a->params);
     } else {
-      for (const auto& list : a->prompt_ids) requests.push_back({parse_id_list(list), a->params});
+      for (const auto& list : a->prompt_ids) requests.push_back({parse_id_list(list), a->params, {}});
     }
     if (requests.empty()) throw Error(ErrorCode::kInvalidArgument, "no prompt given: use --prompt-ids or --prompts-file");
     if (seed->count() > 0)
@@ -147,6 +177,7 @@ Runner add_generate_command(CLI::App& app) {
                  outputs.size(), failed, info.backend, info.num_threads, prompt_tokens, generated, wall_s,
                  wall_s > 0 ? generated / wall_s : 0.0);
     }
+    if (a->print_stats) fmt::print(stderr, "{}\n", stats_json(engine.stats()).dump(2));
     std::fflush(stdout);
     return failed > 0 ? 1 : 0;
   };

@@ -49,7 +49,7 @@ std::vector<Request> read_requests_file(const std::string& path, const SamplingP
   if (!in) throw Error(ErrorCode::kNotFound, fmt::format("{}: cannot open prompts file", path));
   static const std::set<std::string> known = {"prompt_ids", "prompt", "temperature", "top_k", "top_p",
                                               "min_p", "seed", "max_tokens", "stop_token_ids", "ignore_eos",
-                                              "logprobs", "prompt_logprobs"};
+                                              "logprobs", "prompt_logprobs", "cache_salt"};
   std::vector<Request> requests;
   std::string line;
   for (int line_no = 1; std::getline(in, line); ++line_no) {
@@ -72,6 +72,11 @@ std::vector<Request> read_requests_file(const std::string& path, const SamplingP
       if (!id.is_number_integer() || id.get<std::int64_t>() < INT32_MIN || id.get<std::int64_t>() > INT32_MAX)
         throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: 'prompt_ids' holds {}, not a token id", where, id.dump()));
       r.prompt_token_ids.push_back(id.get<TokenId>());
+    }
+    if (j.contains("cache_salt")) {
+      if (!j["cache_salt"].is_string())
+        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: field 'cache_salt' must be a string", where));
+      r.cache_salt = j["cache_salt"].get<std::string>();
     }
     SamplingParams& p = r.params;
     if (j.contains("temperature")) p.temperature = field<float>(j, "temperature", where);

@@ -1,0 +1,209 @@
+#include "engine/engine_core.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <mutex>
+#include <random>
+
+#include "engine/batch_builder.h"
+#include "sampling/sampler.h"
+#include "util/log.h"
+
+namespace cachet::engine {
+namespace {
+
+std::uint64_t fresh_seed() {
+  static std::mutex mutex;
+  static std::mt19937_64 gen{std::random_device{}()};
+  std::lock_guard lock(mutex);
+  return gen();
+}
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+}  // namespace
+
+EngineCore::EngineCore(const EngineConfig& config, const EngineInfo& info, model::ModelConfig model,
+                       std::unique_ptr<backend::Backend> backend)
+    : config_(config),
+      info_(info),
+      model_(std::move(model)),
+      backend_(std::move(backend)),
+      kv_(info.num_kv_blocks, info.block_size, config.enable_prefix_caching),
+      scheduler_({config.max_num_seqs, config.max_num_batched_tokens, config.schedule_policy}, kv_) {}
+
+std::string EngineCore::check_request(const Request& r) const {
+  const auto& prompt = r.prompt_token_ids;
+  if (prompt.empty()) return "prompt is empty";
+  for (std::size_t i = 0; i < prompt.size(); ++i) {
+    if (prompt[i] < 0 || prompt[i] >= model_.vocab_size)
+      return fmt::format("prompt token id {} at position {} is outside the vocabulary [0, {})", prompt[i], i,
+                         model_.vocab_size);
+  }
+  if (static_cast<std::int64_t>(prompt.size()) >= info_.max_model_len)
+    return fmt::format("prompt has {} tokens; max_model_len is {}, which leaves no room to generate", prompt.size(),
+                       info_.max_model_len);
+  if (std::string msg = sampling::validate(r.params, model_.vocab_size); !msg.empty()) return msg;
+  const std::int64_t blocks = (static_cast<std::int64_t>(prompt.size()) + 1 + info_.block_size - 1) / info_.block_size;
+  if (blocks > info_.num_kv_blocks)
+    return fmt::format("prompt of {} tokens needs {} KV blocks; the cache has {} in all", prompt.size(), blocks,
+                       info_.num_kv_blocks);
+  return {};
+}
+
+void EngineCore::add(RequestId id, Request request, RequestCallback callback, Clock::time_point submitted) {
+  auto seq = std::make_unique<Sequence>();
+  seq->id = id;
+  seq->arrival = next_arrival_++;
+  seq->submitted = submitted;
+  seq->callback = std::make_shared<RequestCallback>(std::move(callback));
+  seq->output.prompt_token_ids = request.prompt_token_ids;
+  std::string problem = check_request(request);
+  seq->params = std::move(request.params);
+  seq->tokens = std::move(request.prompt_token_ids);
+  seq->num_prompt_tokens = seq->size();
+  seq->kv.salt = std::move(request.cache_salt);
+  Sequence& s = *seq;
+  live_.emplace(id, std::move(seq));
+  if (!problem.empty()) {
+    s.status = SeqStatus::kFinished;
+    util::logger().warn("request {}: {}", id, problem);
+    finish(s, FinishReason::kError, std::move(problem));
+    return;
+  }
+  s.seed = s.params.seed ? *s.params.seed : fresh_seed();
+  if (s.params.prompt_logprobs) s.output.prompt_logprobs.resize(s.tokens.size());
+  scheduler_.add(&s);
+}
+
+bool EngineCore::abort(RequestId id) {
+  auto it = live_.find(id);
+  if (it == live_.end()) return false;
+  finish(*it->second, FinishReason::kAborted);
+  return true;
+}
+
+void EngineCore::report_tokens(Sequence& seq) {
+  const auto generated = static_cast<std::size_t>(seq.num_generated());
+  if (generated == seq.num_reported) return;
+  Delivery d;
+  d.callback = seq.callback;
+  d.update.id = seq.id;
+  d.update.new_token_ids.assign(seq.tokens.begin() + seq.num_prompt_tokens + static_cast<std::ptrdiff_t>(seq.num_reported),
+                                seq.tokens.end());
+  seq.num_reported = generated;
+  deliveries_.push_back(std::move(d));
+}
+
+void EngineCore::finish(Sequence& seq, FinishReason reason, std::string error) {
+  if (seq.status != SeqStatus::kFinished || !seq.kv.blocks.empty()) scheduler_.finish(&seq);
+  seq.status = SeqStatus::kFinished;
+  const auto now = Clock::now();
+  Delivery d;
+  d.callback = seq.callback;
+  d.update.id = seq.id;
+  d.update.finished = true;
+  d.update.new_token_ids.assign(seq.tokens.begin() + seq.num_prompt_tokens + static_cast<std::ptrdiff_t>(seq.num_reported),
+                                seq.tokens.end());
+  d.output = std::make_unique<RequestOutput>(std::move(seq.output));
+  d.output->finish_reason = reason;
+  d.output->error = std::move(error);
+  d.output->token_ids.assign(seq.tokens.begin() + seq.num_prompt_tokens, seq.tokens.end());
+  if (seq.first_token_at) {
+    d.output->ttft_ms = ms_between(seq.submitted, *seq.first_token_at);
+    d.output->decode_ms = ms_between(*seq.first_token_at, now);
+  }
+  d.update.output = d.output.get();
+  deliveries_.push_back(std::move(d));
+  ++num_finished_;
+  live_.erase(seq.id);  // destroys seq
+}
+
+void EngineCore::step() {
+  Step step = scheduler_.schedule();
+  for (Sequence* seq : step.unservable) {
+    finish(*seq, FinishReason::kError,
+           fmt::format("needs more KV blocks than the cache has ({} blocks of {} tokens) at {} tokens",
+                       info_.num_kv_blocks, info_.block_size, seq->size() + 1));
+  }
+  if (step.empty()) {
+    if (step.unservable.empty() && scheduler_.has_work()) {
+      // Nothing can run although requests remain: a scheduler bug, reported per request.
+      std::vector<Sequence*> stuck;
+      for (auto& [id, seq] : live_) stuck.push_back(seq.get());
+      for (Sequence* seq : stuck) finish(*seq, FinishReason::kError, std::string("internal error: the scheduler stalled"));
+    }
+    return;
+  }
+  ++num_steps_;
+  peak_in_use_ = std::max(peak_in_use_, kv_.pool().num_in_use());
+  BuiltBatch built = build_batch(step, info_.block_size);
+  try {
+    backend_->forward(built.batch, logits_);
+  } catch (const std::exception& e) {
+    for (const auto& s : step.seqs)
+      finish(*s.seq, FinishReason::kError, fmt::format("forward pass failed: {}", e.what()));
+    return;
+  }
+  scheduler_.commit(step);
+
+  const auto vocab = static_cast<std::size_t>(model_.vocab_size);
+  for (std::size_t row = 0; row < built.uses.size(); ++row) {
+    const LogitsUse& use = built.uses[row];
+    Sequence& seq = *use.seq;
+    std::span<const float> logits(logits_.data() + row * vocab, vocab);
+    if (use.kind == LogitsUse::Kind::kPromptLogprob) {
+      const TokenId next = seq.tokens[static_cast<std::size_t>(use.position + 1)];
+      seq.output.prompt_logprobs[static_cast<std::size_t>(use.position + 1)] =
+          sampling::top_logprobs(logits, *seq.params.prompt_logprobs, next);
+      continue;
+    }
+    const TokenId token = sampling::sample(logits, seq.params, seq.seed, static_cast<std::uint64_t>(seq.num_generated()));
+    if (seq.params.logprobs) seq.output.logprobs.push_back(sampling::top_logprobs(logits, *seq.params.logprobs, token));
+    seq.tokens.push_back(token);
+    if (!seq.first_token_at) seq.first_token_at = Clock::now();
+    const auto& eos = model_.eos_token_ids;
+    const auto& stops = seq.params.stop_token_ids;
+    if ((!seq.params.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) ||
+        std::find(stops.begin(), stops.end(), token) != stops.end()) {
+      finish(seq, FinishReason::kStop);
+    } else if (seq.num_generated() >= seq.params.max_tokens || seq.size() >= info_.max_model_len) {
+      finish(seq, FinishReason::kLength);
+    } else {
+      report_tokens(seq);
+    }
+  }
+#ifdef CACHET_CHECKS
+  check_integrity();
+#endif
+}
+
+void EngineCore::check_integrity() const { kv_.check_integrity(scheduler_.block_tables()); }
+
+std::vector<Delivery> EngineCore::take_deliveries() { return std::exchange(deliveries_, {}); }
+
+EngineStats EngineCore::stats() const {
+  EngineStats s;
+  const CacheCounters& c = scheduler_.counters();
+  s.prefix_cache_query_tokens = c.query_tokens;
+  s.prefix_cache_hit_tokens = c.hit_tokens;
+  s.prefix_cache_query_blocks = c.query_blocks;
+  s.prefix_cache_hit_blocks = c.hit_blocks;
+  s.prefix_cache_hit_rate = c.query_tokens > 0 ? static_cast<double>(c.hit_tokens) / c.query_tokens : 0.0;
+  s.blocks_free = kv_.pool().num_free();
+  s.blocks_cached = kv_.pool().num_cached();
+  s.blocks_in_use = kv_.pool().num_in_use();
+  s.peak_blocks_in_use = peak_in_use_;
+  s.evictions = kv_.pool().num_evictions();
+  s.preemptions = c.preemptions;
+  s.num_running = static_cast<std::int64_t>(scheduler_.num_running());
+  s.num_waiting = static_cast<std::int64_t>(scheduler_.num_waiting());
+  s.num_steps = num_steps_;
+  s.num_finished = num_finished_;
+  return s;
+}
+
+}  // namespace cachet::engine

@@ -1,0 +1,60 @@
+// The engine's single-threaded core: requests in, steps run, updates out. Engine wraps it in
+// a background thread; tests may drive it directly.
+#pragma once
+
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "backend/backend.h"
+#include "cachet/engine.h"
+#include "engine/scheduler.h"
+#include "engine/sequence.h"
+#include "kv/kv_cache_manager.h"
+#include "model/model_config.h"
+
+namespace cachet::engine {
+
+// An update ready to hand to a request's callback; owns everything it points to.
+struct Delivery {
+  std::shared_ptr<RequestCallback> callback;
+  RequestUpdate update;
+  std::unique_ptr<RequestOutput> output;  // set when update.finished
+};
+
+class EngineCore {
+ public:
+  EngineCore(const EngineConfig& config, const EngineInfo& info, model::ModelConfig model,
+             std::unique_ptr<backend::Backend> backend);
+
+  // Takes a request; a bad one is finished at once with FinishReason::kError.
+  void add(RequestId id, Request request, RequestCallback callback, Clock::time_point submitted);
+  // Finishes a live request with FinishReason::kAborted; false when it is not live.
+  bool abort(RequestId id);
+  bool has_work() const { return scheduler_.has_work(); }
+  // Runs one step: schedule, forward, sample, stop checks, cache commits.
+  void step();
+  // Updates produced since the last call, in order.
+  std::vector<Delivery> take_deliveries();
+  EngineStats stats() const;
+
+ private:
+  std::string check_request(const Request& r) const;
+  void finish(Sequence& seq, FinishReason reason, std::string error = {});
+  void report_tokens(Sequence& seq);
+  void check_integrity() const;
+
+  EngineConfig config_;
+  EngineInfo info_;
+  model::ModelConfig model_;
+  std::unique_ptr<backend::Backend> backend_;
+  kv::KvCacheManager kv_;
+  Scheduler scheduler_;
+  std::unordered_map<RequestId, std::unique_ptr<Sequence>> live_;
+  std::vector<Delivery> deliveries_;
+  std::vector<float> logits_;  // [rows, vocab] of the last step
+  std::uint64_t next_arrival_ = 0;
+  std::int64_t num_steps_ = 0, num_finished_ = 0, peak_in_use_ = 0;
+};
+
+}  // namespace cachet::engine
