@@ -1,0 +1,125 @@
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "tokenizer/regex.h"
+
+#include <pcre2.h>
+
+#include "cachet/errors.h"
+#include "tokenizer/unicode.h"
+
+namespace cachet::tokenizer {
+
+namespace {
+
+// Oniguruma (the engine behind tokenizer.json patterns) reads \h as a hex digit and \H as
+// its complement; PCRE2 reads them as horizontal space. Everything else the tokenizer
+// regexes use (\p{..}, (?i:..), lookahead, possessive quantifiers) means the same in both.
+std::string translate(std::string_view pattern) {
+  std::string out;
+  out.reserve(pattern.size());
+  bool in_class = false;
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      const char n = pattern[++i];
+      if (n == 'h') {
+        out += in_class ? "0-9a-fA-F" : "[0-9a-fA-F]";
+      } else if (n == 'H' && !in_class) {
+        out += "[^0-9a-fA-F]";
+      } else {
+        out += c;
+        out += n;
+      }
+      continue;
+    }
+    if (c == '[') in_class = true;
+    if (c == ']') in_class = false;
+    out += c;
+  }
+  return out;
+}
+
+struct MatchState {
+  pcre2_match_data* data = nullptr;
+  pcre2_jit_stack* stack = nullptr;
+  pcre2_match_context* context = nullptr;
+  MatchState() {
+    data = pcre2_match_data_create(1, nullptr);
+    context = pcre2_match_context_create(nullptr);
+    // Long whitespace runs under `\s+(?!\S)` backtrack deeply; give the JIT room.
+    stack = pcre2_jit_stack_create(64 * 1024, 16 * 1024 * 1024, nullptr);
+    pcre2_jit_stack_assign(context, nullptr, stack);
+  }
+  ~MatchState() {
+    pcre2_match_data_free(data);
+    pcre2_match_context_free(context);
+    pcre2_jit_stack_free(stack);
+  }
+};
+
+MatchState& match_state() {
+  thread_local MatchState state;
+  return state;
+}
+
+}  // namespace
+
+std::string Regex::escape(std::string_view literal) {
+  std::string out;
+  for (char c : literal) {
+    if (std::string_view("\\^$.|?*+()[]{}").find(c) != std::string_view::npos) out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+Regex::Regex(std::string_view pattern, const std::string& where) {
+  const std::string translated = translate(pattern);
+  int error = 0;
+  PCRE2_SIZE offset = 0;
+  auto* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
+                             PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error, &offset,
+                             nullptr);
+  if (code == nullptr) {
+    PCRE2_UCHAR message[256];
+    pcre2_get_error_message(error, message, sizeof(message));
+    throw Error(ErrorCode::kInvalidModel,
+                where + ": regex does not compile at offset " + std::to_string(offset) + ": " +
+                    reinterpret_cast<const char*>(message));
+  }
+  jit_ = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
+  code_ = code;
+}
+
+Regex::~Regex() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
+
+void Regex::find_all(std::string_view subject,
+                     std::vector<std::pair<std::size_t, std::size_t>>& out) const {
+  auto* code = static_cast<pcre2_code*>(code_);
+  MatchState& state = match_state();
+  const auto* text = reinterpret_cast<PCRE2_SPTR>(subject.data());
+  std::size_t pos = 0;
+  while (pos <= subject.size()) {
+    const int rc = jit_ ? pcre2_jit_match(code, text, subject.size(), pos, 0, state.data,
+                                          state.context)
+                        : pcre2_match(code, text, subject.size(), pos, PCRE2_NO_UTF_CHECK,
+                                      state.data, state.context);
+    if (rc == PCRE2_ERROR_NOMATCH) return;
+    if (rc < 0) {
+      PCRE2_UCHAR message[256];
+      pcre2_get_error_message(rc, message, sizeof(message));
+      throw Error(ErrorCode::kInternal,
+                  std::string("regex match failed: ") + reinterpret_cast<const char*>(message));
+    }
+    const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(state.data);
+    const std::size_t start = ovector[0], end = ovector[1];
+    out.emplace_back(start, end);
+    if (end > start) {
+      pos = end;
+    } else {
+      if (end >= subject.size()) return;
+      pos = end + utf8_length(static_cast<unsigned char>(subject[end]));
+    }
+  }
+}
+
+}  // namespace cachet::tokenizer
