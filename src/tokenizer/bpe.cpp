@@ -234,16 +234,17 @@ void Bpe::merge_word(std::string_view word, std::vector<TokenId>& out) const {
 
   // Initial symbols: one per character; unknown characters become <0xNN> byte tokens
   // (byte_fallback) or the unk token, consecutive unknowns fused into one with fuse_unk.
-  std::optional<TokenId> pending_unk;
+  // The unk token waiting to be added (fuse_unk extends it over following unknowns).
+  bool unk_pending = false;
   for (std::size_t i = 0; i < word.size();) {
     const std::size_t start = i;
     i += utf8_length(static_cast<unsigned char>(word[i]));
     const std::string_view ch = word.substr(start, i - start);
     const bool first = start == 0, last = i >= word.size();
     if (const auto id = symbol_id(ch, first, last)) {
-      if (pending_unk) {
-        add(*pending_unk);
-        pending_unk.reset();
+      if (unk_pending) {
+        add(*unk_id_);
+        unk_pending = false;
       }
       add(*id);
       continue;
@@ -262,12 +263,12 @@ void Bpe::merge_word(std::string_view word, std::vector<TokenId>& out) const {
       }
     }
     if (unk_id_) {
-      if (pending_unk && !fuse_unk_) add(*pending_unk);
-      pending_unk = *unk_id_;
+      if (unk_pending && !fuse_unk_) add(*unk_id_);
+      unk_pending = true;
     }
     // Without an unk token an unknown character is dropped, as `tokenizers` does.
   }
-  if (pending_unk) add(*pending_unk);
+  if (unk_pending) add(*unk_id_);
   if (symbols.empty()) return;
   symbols.back().next = -1;
 

@@ -73,6 +73,8 @@ class Bpe {
   std::optional<TokenId> token_to_id(std::string_view token) const;
   // nullptr when `id` is not in the vocabulary.
   const std::string* id_to_token(TokenId id) const;
+  // Number of tokens in the vocabulary.
+  std::size_t vocab_count() const { return vocab_.size(); }
   // One past the largest id of the vocabulary.
   std::size_t id_limit() const { return id_to_token_.size(); }
 

@@ -183,12 +183,18 @@ class BpeSuffixDecoder final : public Decoder {
   void decode_chain(std::vector<std::string>& tokens) const override {
     if (suffix_.empty()) return;
     for (std::size_t t = 0; t < tokens.size(); ++t) {
-      std::string& token = tokens[t];
+      const std::string& token = tokens[t];
       const std::string_view with = t + 1 == tokens.size() ? "" : " ";
+      std::string out;
+      std::size_t prev = 0;
       for (std::size_t pos = token.find(suffix_); pos != std::string::npos;
-           pos = token.find(suffix_, pos + with.size())) {
-        token.replace(pos, suffix_.size(), with);
+           pos = token.find(suffix_, prev)) {
+        out.append(token, prev, pos - prev);
+        out.append(with);
+        prev = pos + suffix_.size();
       }
+      out.append(token, prev);
+      tokens[t] = std::move(out);
     }
   }
 

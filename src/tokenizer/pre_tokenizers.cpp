@@ -226,7 +226,7 @@ class Metaspace final : public PreTokenizer {
 class Whitespace final : public PreTokenizer {
  public:
   explicit Whitespace(const JsonPath& at)
-      : regex_(R"([\p{L}\p{N}\p{M}\p{Pc}]+|[^\p{L}\p{N}\p{M}\p{Pc}\s]+)", at.str()) {}
+      : regex_(R"(\w+|[^\w\s]+)", at.str()) {}
   void split(Piece&& piece, std::vector<Piece>& out) const override {
     Ranges matches;
     regex_.find_all(piece.text, matches);

@@ -10,9 +10,12 @@ namespace cachet::tokenizer {
 
 namespace {
 
-// Oniguruma (the engine behind tokenizer.json patterns) reads \h as a hex digit and \H as
-// its complement; PCRE2 reads them as horizontal space. Everything else the tokenizer
-// regexes use (\p{..}, (?i:..), lookahead, possessive quantifiers) means the same in both.
+// Oniguruma (the engine behind tokenizer.json patterns) and PCRE2 mostly agree; where they
+// do not, the pattern is rewritten: Oniguruma's \w is Unicode's word class (letters, marks,
+// decimal and letter numbers, connector punctuation, ZWJ/ZWNJ) while PCRE2's UCP \w is
+// letters, numbers and '_'; Oniguruma reads \h as a hex digit, PCRE2 as horizontal space.
+constexpr const char* kWordClass = "\\p{L}\\p{M}\\p{Nd}\\p{Nl}\\p{Pc}\\x{200C}\\x{200D}";
+
 std::string translate(std::string_view pattern) {
   std::string out;
   out.reserve(pattern.size());
@@ -25,14 +28,25 @@ std::string translate(std::string_view pattern) {
         out += in_class ? "0-9a-fA-F" : "[0-9a-fA-F]";
       } else if (n == 'H' && !in_class) {
         out += "[^0-9a-fA-F]";
+      } else if (n == 'w') {
+        out += in_class ? std::string(kWordClass) : "[" + std::string(kWordClass) + "]";
+      } else if (n == 'W' && !in_class) {
+        out += "[^" + std::string(kWordClass) + "]";
       } else {
         out += c;
         out += n;
       }
       continue;
     }
-    if (c == '[') in_class = true;
-    if (c == ']') in_class = false;
+    if (c == '[' && !in_class) {
+      in_class = true;
+      out += c;
+      // A ']' right after '[' or '[^' is a literal, not the end of the class.
+      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
+      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];
+      continue;
+    }
+    if (c == ']' && in_class) in_class = false;
     out += c;
   }
   return out;

@@ -2,6 +2,7 @@
 // encode/decode pipelines that tie the components together.
 #include "cachet/tokenizer.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -51,6 +52,37 @@ std::vector<tokenizer::AddedToken> parse_added_tokens(const Json& root, const Js
     tokens.push_back(std::move(token));
   }
   return tokens;
+}
+
+// Ids of added tokens as `tokenizers` assigns them when it loads a file: a token that is
+// already in the model vocabulary keeps the model's id, any other one takes the next free
+// id after the vocabulary and the added tokens so far. The ids written in the file are not
+// consulted; for files saved by `tokenizers` the two agree.
+void assign_added_ids(std::vector<tokenizer::AddedToken>& tokens, const tokenizer::Bpe& model) {
+  std::vector<tokenizer::AddedToken> kept;
+  std::optional<TokenId> max_added;
+  const auto vocab_count = static_cast<TokenId>(model.vocab_count());
+  for (auto& token : tokens) {
+    if (token.content.empty()) continue;
+    const auto same = std::find_if(kept.begin(), kept.end(), [&](const auto& t) {
+      return t.content == token.content;
+    });
+    if (same != kept.end()) {
+      token.id = same->id;  // a repeated content keeps its first id, with the new flags
+      *same = token;
+      continue;
+    }
+    if (const auto id = model.token_to_id(token.content)) {
+      token.id = *id;
+    } else if (!max_added) {
+      token.id = vocab_count;
+    } else {
+      token.id = *max_added >= vocab_count || vocab_count == 0 ? *max_added + 1 : vocab_count;
+    }
+    max_added = std::max(max_added.value_or(token.id), token.id);
+    kept.push_back(token);
+  }
+  tokens = std::move(kept);
 }
 
 std::unique_ptr<tokenizer::Bpe> make_model(const Json& root, const JsonPath& at) {
@@ -143,7 +175,9 @@ Tokenizer Tokenizer::from_file(const std::filesystem::path& path) {
   if (const Json* j = tokenizer::optional_field(root, "decoder")) {
     impl->decoder = tokenizer::make_decoder(*j, at / "decoder");
   }
-  impl->added = std::make_unique<tokenizer::AddedVocabulary>(parse_added_tokens(root, at),
+  auto added_tokens = parse_added_tokens(root, at);
+  assign_added_ids(added_tokens, *impl->model);
+  impl->added = std::make_unique<tokenizer::AddedVocabulary>(std::move(added_tokens),
                                                              impl->normalizer.get());
   impl->vocab_size = impl->model->id_limit();
   for (const auto& token : impl->added->tokens()) {

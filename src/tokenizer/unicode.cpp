@@ -216,7 +216,12 @@ std::string strip_accents(std::string_view s) {
   for (std::size_t i = 0; i < s.size();) {
     const std::size_t start = i;
     const char32_t c = next_code_point(s, i);
-    if (c >= 0x80 && category(c) == UTF8PROC_CATEGORY_MN) continue;
+    if (c >= 0x80) {
+      const auto cat = category(c);
+      if (cat == UTF8PROC_CATEGORY_MN || cat == UTF8PROC_CATEGORY_MC || cat == UTF8PROC_CATEGORY_ME) {
+        continue;
+      }
+    }
     out.append(s.substr(start, i - start));
   }
   return out;

@@ -49,7 +49,7 @@ enum class NormalForm { kNfc, kNfd, kNfkc, kNfkd };
 std::string normalize_unicode(std::string_view s, NormalForm form);
 // Per-character full lowercase mapping (Rust's char::to_lowercase, as `tokenizers` applies it).
 std::string to_lowercase(std::string_view s);
-// Removes combining marks (general category Mn), as the StripAccents normalizer does.
+// Removes combining marks (general categories Mn, Mc, Me), as StripAccents does.
 std::string strip_accents(std::string_view s);
 
 // GPT-2's reversible map from bytes to printable characters (byte-level BPE alphabet).

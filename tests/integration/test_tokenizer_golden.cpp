@@ -64,7 +64,8 @@ TEST_P(GoldenTest, AllCasesExact) {
   EXPECT_EQ(exact, total);
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, GoldenTest, ::testing::Values("qwen3"),
+INSTANTIATE_TEST_SUITE_P(Families, GoldenTest, ::testing::Values("qwen3", "gpt2_style", "llama3_style", "llama2_style",
+                                           "mistral_style", "components_a", "components_b"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace
