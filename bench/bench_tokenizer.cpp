@@ -32,12 +32,46 @@ std::string make_corpus() {
     }
   }
   // Generated text: words of several scripts, numbers, code and emoji, fixed seed.
-  const std::vector<std::string> words = {
-      "the", "tokenizer", "inference", "Hello", "world", "don't", "they're", "cachet",
-      "quickly", "résumé", "naïve", "Straße", "数据", "模型", "推理", "こんにちは", "東京",
-      "Привет", "мир", "مرحبا", "नमस्ते", "안녕하세요", "Γειά", "😀", "👩‍💻", "🇫🇷",
-      "x = f(y);", "for (int i = 0; i < n; ++i)", "{\"key\": [1, 2, 3]}", "12345678",
-      "3.14159", "2024-06-01", "   ", "\t", "\r\n", "...", "!!!", "$100", "e.g.", "I'm"};
+  const std::vector<std::string> words = {"the",
+                                          "tokenizer",
+                                          "inference",
+                                          "Hello",
+                                          "world",
+                                          "don't",
+                                          "they're",
+                                          "cachet",
+                                          "quickly",
+                                          "résumé",
+                                          "naïve",
+                                          "Straße",
+                                          "数据",
+                                          "模型",
+                                          "推理",
+                                          "こんにちは",
+                                          "東京",
+                                          "Привет",
+                                          "мир",
+                                          "مرحبا",
+                                          "नमस्ते",
+                                          "안녕하세요",
+                                          "Γειά",
+                                          "😀",
+                                          "👩‍💻",
+                                          "🇫🇷",
+                                          "x = f(y);",
+                                          "for (int i = 0; i < n; ++i)",
+                                          "{\"key\": [1, 2, 3]}",
+                                          "12345678",
+                                          "3.14159",
+                                          "2024-06-01",
+                                          "   ",
+                                          "\t",
+                                          "\r\n",
+                                          "...",
+                                          "!!!",
+                                          "$100",
+                                          "e.g.",
+                                          "I'm"};
   std::mt19937 rng(1234);
   std::uniform_int_distribution<std::size_t> pick(0, words.size() - 1);
   std::uniform_int_distribution<int> sep(0, 9);

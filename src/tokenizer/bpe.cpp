@@ -120,8 +120,8 @@ Bpe::Bpe(const Json& json, const JsonPath& at) : cache_(std::make_unique<Cache>(
     if (!unk->is_string()) (at / "unk_token").invalid("expected a string");
     const auto it = vocab_.find(unk->get<std::string>());
     if (it == vocab_.end()) {
-      (at / "unk_token").invalid("unk_token \"" + unk->get<std::string>() +
-                                 "\" is not in the vocabulary");
+      (at / "unk_token")
+          .invalid("unk_token \"" + unk->get<std::string>() + "\" is not in the vocabulary");
     }
     unk_id_ = it->second;
   }
@@ -138,7 +138,8 @@ Bpe::Bpe(const Json& json, const JsonPath& at) : cache_(std::make_unique<Cache>(
     merged = left + right.substr(std::min(prefix_.size(), right.size()));
     const auto m = vocab_.find(merged);
     if (l == vocab_.end() || r == vocab_.end() || m == vocab_.end()) {
-      where.invalid("merge \"" + left + " " + right + "\" uses a token that is not in the vocabulary");
+      where.invalid("merge \"" + left + " " + right +
+                    "\" uses a token that is not in the vocabulary");
     }
     merges_.insert(l->second, r->second, static_cast<std::uint32_t>(i), m->second);
   }

@@ -240,8 +240,9 @@ std::unique_ptr<Decoder> make_decoder(const Json& json, const JsonPath& at) {
                                    count_field(json, "start", at), count_field(json, "stop", at));
   }
   if (type == "Replace") {
-    return std::make_unique<ReplaceDecoder>(make_pattern(field(json, "pattern", at), at / "pattern"),
-                                            string_field(json, "content", at));
+    return std::make_unique<ReplaceDecoder>(
+        make_pattern(field(json, "pattern", at), at / "pattern"),
+        string_field(json, "content", at));
   }
   if (type == "Metaspace") {
     bool strip_first = bool_or(json, "add_prefix_space", true, at);

@@ -59,7 +59,8 @@ std::unique_ptr<PostProcessor> make_template(const Json& json, const JsonPath& a
       continue;
     }
     const Json* special = optional_field(item, "SpecialToken");
-    if (special == nullptr) item_at.invalid("expected {\"SpecialToken\": ...} or {\"Sequence\": ...}");
+    if (special == nullptr)
+      item_at.invalid("expected {\"SpecialToken\": ...} or {\"Sequence\": ...}");
     const std::string name = string_field(*special, "id", item_at / "SpecialToken");
     const Json* entry = specials != nullptr ? optional_field(*specials, name) : nullptr;
     if (entry == nullptr) (at / "special_tokens").invalid("no entry for \"" + name + "\"");

@@ -175,8 +175,8 @@ class Digits final : public PreTokenizer {
   void split(Piece&& piece, std::vector<Piece>& out) const override {
     Ranges matches;
     char_matches(piece.text, is_numeric, matches);
-    split_at(std::move(piece), matches,
-             individual_ ? Behavior::kIsolated : Behavior::kContiguous, false, out);
+    split_at(std::move(piece), matches, individual_ ? Behavior::kIsolated : Behavior::kContiguous,
+             false, out);
   }
 
  private:
@@ -225,8 +225,7 @@ class Metaspace final : public PreTokenizer {
 
 class Whitespace final : public PreTokenizer {
  public:
-  explicit Whitespace(const JsonPath& at)
-      : regex_(R"(\w+|[^\w\s]+)", at.str()) {}
+  explicit Whitespace(const JsonPath& at) : regex_(R"(\w+|[^\w\s]+)", at.str()) {}
   void split(Piece&& piece, std::vector<Piece>& out) const override {
     Ranges matches;
     regex_.find_all(piece.text, matches);

@@ -91,14 +91,13 @@ Regex::Regex(std::string_view pattern, const std::string& where) {
   int error = 0;
   PCRE2_SIZE offset = 0;
   auto* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
-                             PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error, &offset,
-                             nullptr);
+                             PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error, &offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof(message));
-    throw Error(ErrorCode::kInvalidModel,
-                where + ": regex does not compile at offset " + std::to_string(offset) + ": " +
-                    reinterpret_cast<const char*>(message));
+    throw Error(ErrorCode::kInvalidModel, where + ": regex does not compile at offset " +
+                                              std::to_string(offset) + ": " +
+                                              reinterpret_cast<const char*>(message));
   }
   jit_ = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
   code_ = code;
@@ -113,10 +112,10 @@ void Regex::find_all(std::string_view subject,
   const auto* text = reinterpret_cast<PCRE2_SPTR>(subject.data());
   std::size_t pos = 0;
   while (pos <= subject.size()) {
-    const int rc = jit_ ? pcre2_jit_match(code, text, subject.size(), pos, 0, state.data,
-                                          state.context)
-                        : pcre2_match(code, text, subject.size(), pos, PCRE2_NO_UTF_CHECK,
-                                      state.data, state.context);
+    const int rc =
+        jit_ ? pcre2_jit_match(code, text, subject.size(), pos, 0, state.data, state.context)
+             : pcre2_match(code, text, subject.size(), pos, PCRE2_NO_UTF_CHECK, state.data,
+                           state.context);
     if (rc == PCRE2_ERROR_NOMATCH) return;
     if (rc < 0) {
       PCRE2_UCHAR message[256];

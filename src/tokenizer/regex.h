@@ -24,7 +24,8 @@ class Regex {
 
   // Byte ranges [start, end) of the successive non-overlapping matches in `subject` (valid
   // UTF-8), left to right. After an empty match the search resumes one character later.
-  void find_all(std::string_view subject, std::vector<std::pair<std::size_t, std::size_t>>& out) const;
+  void find_all(std::string_view subject,
+                std::vector<std::pair<std::size_t, std::size_t>>& out) const;
 
  private:
   void* code_ = nullptr;  // pcre2_code_8*

@@ -22,7 +22,8 @@ std::string StreamDecoder::push(TokenId id) {
   const std::span<const TokenId> all(ids_);
   // [0, prefix_) done and no longer needed; [prefix_, read_) emitted, kept as context;
   // [read_, size) not emitted yet.
-  const std::string before = impl_->decode(all.subspan(prefix_, read_ - prefix_), skip_special_tokens_);
+  const std::string before =
+      impl_->decode(all.subspan(prefix_, read_ - prefix_), skip_special_tokens_);
   const std::string after = impl_->decode(all.subspan(prefix_), skip_special_tokens_);
   if (after.size() <= before.size() || may_still_change(after) ||
       after.compare(0, before.size(), before) != 0) {
@@ -41,7 +42,8 @@ std::string StreamDecoder::push(TokenId id) {
 
 std::string StreamDecoder::flush() {
   const std::span<const TokenId> all(ids_);
-  const std::string before = impl_->decode(all.subspan(prefix_, read_ - prefix_), skip_special_tokens_);
+  const std::string before =
+      impl_->decode(all.subspan(prefix_, read_ - prefix_), skip_special_tokens_);
   const std::string after = impl_->decode(all.subspan(prefix_), skip_special_tokens_);
   std::string rest;
   if (after.size() > before.size() && after.compare(0, before.size(), before) == 0) {

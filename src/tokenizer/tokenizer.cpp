@@ -64,9 +64,8 @@ void assign_added_ids(std::vector<tokenizer::AddedToken>& tokens, const tokenize
   const auto vocab_count = static_cast<TokenId>(model.vocab_count());
   for (auto& token : tokens) {
     if (token.content.empty()) continue;
-    const auto same = std::find_if(kept.begin(), kept.end(), [&](const auto& t) {
-      return t.content == token.content;
-    });
+    const auto same = std::find_if(kept.begin(), kept.end(),
+                                   [&](const auto& t) { return t.content == token.content; });
     if (same != kept.end()) {
       token.id = same->id;  // a repeated content keeps its first id, with the new flags
       *same = token;
@@ -93,8 +92,9 @@ std::unique_ptr<tokenizer::Bpe> make_model(const Json& root, const JsonPath& at)
   std::string type = tokenizer::string_or(model, "type", "", model_at);
   if (type.empty() && model.contains("merges")) type = "BPE";
   if (type != "BPE") {
-    (model_at / "type").unsupported("unsupported model type '" + type +
-                                    "' (cachet implements BPE tokenizers only)");
+    (model_at / "type")
+        .unsupported("unsupported model type '" + type +
+                     "' (cachet implements BPE tokenizers only)");
   }
   return std::make_unique<tokenizer::Bpe>(model, model_at);
 }
@@ -177,8 +177,8 @@ Tokenizer Tokenizer::from_file(const std::filesystem::path& path) {
   }
   auto added_tokens = parse_added_tokens(root, at);
   assign_added_ids(added_tokens, *impl->model);
-  impl->added = std::make_unique<tokenizer::AddedVocabulary>(std::move(added_tokens),
-                                                             impl->normalizer.get());
+  impl->added =
+      std::make_unique<tokenizer::AddedVocabulary>(std::move(added_tokens), impl->normalizer.get());
   impl->vocab_size = impl->model->id_limit();
   for (const auto& token : impl->added->tokens()) {
     impl->vocab_size = std::max(impl->vocab_size, static_cast<std::size_t>(token.id) + 1);

@@ -15,12 +15,12 @@
 namespace cachet {
 
 struct Tokenizer::Impl {
-  std::string file;  // the tokenizer.json, for messages
-  std::unique_ptr<tokenizer::Normalizer> normalizer;        // may be null
-  std::unique_ptr<tokenizer::PreTokenizer> pre_tokenizer;   // may be null
+  std::string file;                                        // the tokenizer.json, for messages
+  std::unique_ptr<tokenizer::Normalizer> normalizer;       // may be null
+  std::unique_ptr<tokenizer::PreTokenizer> pre_tokenizer;  // may be null
   std::unique_ptr<tokenizer::Bpe> model;
   std::unique_ptr<tokenizer::PostProcessor> post_processor;  // may be null
-  std::unique_ptr<tokenizer::Decoder> decoder;              // may be null
+  std::unique_ptr<tokenizer::Decoder> decoder;               // may be null
   std::unique_ptr<tokenizer::AddedVocabulary> added;
 
   std::size_t vocab_size = 0;

@@ -52,7 +52,8 @@ TEST_P(GoldenTest, AllCasesExact) {
       const auto with_special = tok.encode(c.text, true);
       const auto decoded = tok.decode(c.ids, false);
       EXPECT_EQ(ids, c.ids) << name << " text: " << nlohmann::json(c.text).dump();
-      EXPECT_EQ(with_special, c.ids_with_special) << name << " text: " << nlohmann::json(c.text).dump();
+      EXPECT_EQ(with_special, c.ids_with_special)
+          << name << " text: " << nlohmann::json(c.text).dump();
       EXPECT_EQ(decoded, c.decoded) << name << " text: " << nlohmann::json(c.text).dump();
       if (ids == c.ids && with_special == c.ids_with_special && decoded == c.decoded) ++exact;
     }
@@ -64,7 +65,8 @@ TEST_P(GoldenTest, AllCasesExact) {
   EXPECT_EQ(exact, total);
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, GoldenTest, ::testing::Values("qwen3", "gpt2_style", "llama3_style", "llama2_style",
+INSTANTIATE_TEST_SUITE_P(Families, GoldenTest,
+                         ::testing::Values("qwen3", "gpt2_style", "llama3_style", "llama2_style",
                                            "mistral_style", "components_a", "components_b"),
                          [](const auto& info) { return info.param; });
 
