@@ -25,7 +25,7 @@ std::string make_corpus() {
     if (!line.empty()) texts.push_back(nlohmann::json::parse(line).get<std::string>());
   }
   std::string corpus;
-  for (int round = 0; round < 200; ++round) {
+  for (int round = 0; round < 300; ++round) {
     for (const auto& t : texts) {
       corpus += t;
       corpus += '\n';
@@ -75,7 +75,7 @@ std::string make_corpus() {
   std::mt19937 rng(1234);
   std::uniform_int_distribution<std::size_t> pick(0, words.size() - 1);
   std::uniform_int_distribution<int> sep(0, 9);
-  const std::size_t generated_bytes = 2 * 1024 * 1024;
+  const std::size_t generated_bytes = 4 * 1024 * 1024;
   const std::size_t target = corpus.size() + generated_bytes;
   while (corpus.size() < target) {
     corpus += words[pick(rng)];
@@ -104,6 +104,24 @@ void encode_family(benchmark::State& state, const char* family) {
   state.counters["MB"] = static_cast<double>(text.size()) / 1e6;
 }
 
+// The same text one line at a time (prompt-sized inputs rather than one 5 MB string).
+void encode_lines(benchmark::State& state, const char* family) {
+  const auto tok = cachet::Tokenizer::from_file(kDataDir + "/tokenizers/" + family);
+  const std::string& text = corpus();
+  std::vector<std::string_view> lines;
+  for (std::size_t start = 0; start < text.size();) {
+    std::size_t end = text.find('\n', start);
+    end = end == std::string::npos ? text.size() : end + 1;
+    lines.push_back(std::string_view(text).substr(start, end - start));
+    start = end;
+  }
+  for (auto _ : state) {
+    for (const auto line : lines) benchmark::DoNotOptimize(tok.encode(line, false).data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * text.size()));
+  state.counters["lines"] = static_cast<double>(lines.size());
+}
+
 // Cold: a fresh tokenizer per iteration, so no word is in the BPE cache (load time excluded).
 void encode_cold(benchmark::State& state, const char* family) {
   const std::string& text = corpus();
@@ -117,7 +135,10 @@ void encode_cold(benchmark::State& state, const char* family) {
 }
 
 BENCHMARK_CAPTURE(encode_family, qwen3, "qwen3")->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(encode_lines, qwen3, "qwen3")->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(encode_cold, qwen3, "qwen3")->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK_CAPTURE(encode_family, llama3_style, "llama3_style")->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(encode_family, llama2_style, "llama2_style")->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

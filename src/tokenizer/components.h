@@ -26,11 +26,28 @@ class Normalizer {
   virtual void normalize(std::string& text) const = 0;
 };
 
+// Receives pieces one at a time, so that a megabyte of text flows through the pipeline
+// piece by piece instead of as a megabyte-sized list of pieces.
+class PieceSink {
+ public:
+  virtual ~PieceSink() = default;
+  virtual void operator()(Piece&& piece) = 0;
+};
+
+class VectorSink final : public PieceSink {
+ public:
+  explicit VectorSink(std::vector<Piece>& pieces) : pieces_(pieces) {}
+  void operator()(Piece&& piece) override { pieces_.push_back(std::move(piece)); }
+
+ private:
+  std::vector<Piece>& pieces_;
+};
+
 class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
-  // Appends the non-empty pieces `piece` splits into to `out`, in order.
-  virtual void split(Piece&& piece, std::vector<Piece>& out) const = 0;
+  // Passes the non-empty pieces `piece` splits into to `out`, in order.
+  virtual void split(Piece&& piece, PieceSink& out) const = 0;
 };
 
 class PostProcessor {

@@ -1,6 +1,7 @@
 // Pre-tokenizers: Split, ByteLevel, Digits, Metaspace, Whitespace, WhitespaceSplit,
 // Punctuation, BertPreTokenizer and Sequence. Each cuts a piece into smaller pieces the
 // model sees separately; ByteLevel and Metaspace also rewrite the text.
+#include <algorithm>
 #include <utility>
 
 #include "tokenizer/components.h"
@@ -10,8 +11,6 @@
 namespace cachet::tokenizer {
 
 namespace {
-
-using Ranges = std::vector<std::pair<std::size_t, std::size_t>>;
 
 enum class Behavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
 
@@ -25,104 +24,121 @@ Behavior parse_behavior(const Json& json, const JsonPath& at) {
   (at / "behavior").unsupported("unsupported split behavior '" + name + "'");
 }
 
-struct Segment {
-  std::size_t start, end;
-  bool is_match;
+// Turns the successive segments of a piece (alternately gaps and delimiter matches) into
+// output pieces the way `tokenizers`' NormalizedString::split does for each behavior, in one
+// forward pass. Empty pieces are dropped.
+class Splitter {
+ public:
+  Splitter(Piece& piece, Behavior behavior, bool invert, PieceSink& out)
+      : piece_(piece), behavior_(behavior), invert_(invert), out_(out) {}
+
+  // Feeds the matches [start, end), in order; the gaps between them are filled in.
+  void match(std::size_t start, std::size_t end) {
+    if (prev_ != start) segment(prev_, start, invert_);
+    segment(start, end, !invert_);
+    prev_ = end;
+  }
+  void finish() {
+    if (prev_ != piece_.text.size()) segment(prev_, piece_.text.size(), invert_);
+    flush();
+  }
+
+ private:
+  void segment(std::size_t start, std::size_t end, bool is_match) {
+    switch (behavior_) {
+      case Behavior::kRemoved:
+        if (!is_match) emit(start, end);
+        break;
+      case Behavior::kIsolated:
+        emit(start, end);
+        break;
+      case Behavior::kContiguous:
+        // Consecutive segments of the same kind join.
+        if (has_pending_ && is_match == pending_match_) {
+          pending_end_ = end;
+          return;
+        }
+        flush();
+        hold(start, end, is_match);
+        break;
+      case Behavior::kMergedWithPrevious:
+        // A match joins the segment before it, unless that one is a match too.
+        if (has_pending_ && is_match && !pending_match_) {
+          pending_end_ = end;
+          pending_match_ = true;
+          return;
+        }
+        flush();
+        hold(start, end, is_match);
+        break;
+      case Behavior::kMergedWithNext:
+        // A match joins the gap after it (a match after a match stays alone).
+        if (has_pending_ && pending_match_ && !is_match) {
+          pending_end_ = end;
+          pending_match_ = false;
+          flush();
+          return;
+        }
+        flush();
+        hold(start, end, is_match);
+        break;
+    }
+  }
+  void hold(std::size_t start, std::size_t end, bool is_match) {
+    has_pending_ = true;
+    pending_start_ = start;
+    pending_end_ = end;
+    pending_match_ = is_match;
+  }
+  void flush() {
+    if (has_pending_) emit(pending_start_, pending_end_);
+    has_pending_ = false;
+  }
+  void emit(std::size_t start, std::size_t end) {
+    if (end == start) return;
+    if (start == 0 && end == piece_.text.size()) {
+      out_(std::move(piece_));  // the whole piece: no copy
+      return;
+    }
+    out_(Piece{piece_.text.substr(start, end - start), piece_.at_start && start == 0});
+  }
+
+  Piece& piece_;
+  Behavior behavior_;
+  bool invert_;
+  PieceSink& out_;
+  std::size_t prev_ = 0;
+  bool has_pending_ = false, pending_match_ = false;
+  std::size_t pending_start_ = 0, pending_end_ = 0;
 };
 
-// Cuts `piece` at `matches` (sorted, non-overlapping) the way `tokenizers`'
-// NormalizedString::split does for each delimiter behavior; empty pieces are dropped.
-void split_at(Piece&& piece, const Ranges& matches, Behavior behavior, bool invert,
-              std::vector<Piece>& out) {
-  const std::string& text = piece.text;
-  if (matches.empty() && !invert) {
-    // Fast path: no delimiter, the piece stays whole (Removed drops nothing either).
-    if (!text.empty()) out.push_back(std::move(piece));
-    return;
-  }
-  // Segments alternate between gaps and matches; `invert` swaps their roles.
-  std::vector<Segment> segments;
-  segments.reserve(matches.size() * 2 + 1);
-  std::size_t prev = 0;
-  for (const auto& [start, end] : matches) {
-    if (prev != start) segments.push_back({prev, start, invert});
-    segments.push_back({start, end, !invert});
-    prev = end;
-  }
-  if (prev != text.size()) segments.push_back({prev, text.size(), invert});
-
-  std::vector<Segment> merged;
-  merged.reserve(segments.size());
-  switch (behavior) {
-    case Behavior::kRemoved:
-      for (const Segment& s : segments) {
-        if (!s.is_match) merged.push_back(s);
-      }
-      break;
-    case Behavior::kIsolated:
-      merged = segments;
-      break;
-    case Behavior::kContiguous: {
-      bool previous_match = false;
-      for (const Segment& s : segments) {
-        if (s.is_match == previous_match && !merged.empty()) {
-          merged.back().end = s.end;
-        } else {
-          merged.push_back(s);
-        }
-        previous_match = s.is_match;
-      }
-      break;
-    }
-    case Behavior::kMergedWithPrevious: {
-      bool previous_match = false;
-      for (const Segment& s : segments) {
-        if (s.is_match && !previous_match && !merged.empty()) {
-          merged.back().end = s.end;
-        } else {
-          merged.push_back(s);
-        }
-        previous_match = s.is_match;
-      }
-      break;
-    }
-    case Behavior::kMergedWithNext: {
-      bool previous_match = false;
-      for (auto it = segments.rbegin(); it != segments.rend(); ++it) {
-        if (it->is_match && !previous_match && !merged.empty()) {
-          merged.back().start = it->start;
-        } else {
-          merged.push_back(*it);
-        }
-        previous_match = it->is_match;
-      }
-      std::reverse(merged.begin(), merged.end());
-      break;
-    }
-  }
-  for (const Segment& s : merged) {
-    if (s.end == s.start) continue;
-    out.push_back({text.substr(s.start, s.end - s.start), piece.at_start && s.start == 0});
-  }
-}
-
-// Matches of a per-character predicate: every matching character is its own match.
+// Splits at every character matching `predicate` (each one its own match).
 template <class Predicate>
-void char_matches(std::string_view text, Predicate predicate, Ranges& out) {
+void split_chars(Piece&& piece, Predicate predicate, Behavior behavior, PieceSink& out) {
+  Splitter splitter(piece, behavior, false, out);
+  const std::string_view text = piece.text;
   for (std::size_t i = 0; i < text.size();) {
     const std::size_t start = i;
-    if (predicate(next_code_point(text, i))) out.emplace_back(start, i);
+    if (predicate(next_code_point(text, i))) splitter.match(start, i);
   }
+  splitter.finish();
+}
+
+void split_regex(Piece&& piece, const Regex& regex, Behavior behavior, bool invert,
+                 PieceSink& out) {
+  Splitter splitter(piece, behavior, invert, out);
+  Regex::Cursor cursor(regex, piece.text);
+  std::size_t start, end;
+  while (cursor.next(start, end)) splitter.match(start, end);
+  splitter.finish();
 }
 
 class Split final : public PreTokenizer {
  public:
   Split(std::unique_ptr<Regex> pattern, Behavior behavior, bool invert)
       : pattern_(std::move(pattern)), behavior_(behavior), invert_(invert) {}
-  void split(Piece&& piece, std::vector<Piece>& out) const override {
-    Ranges matches;
-    pattern_->find_all(piece.text, matches);
-    split_at(std::move(piece), matches, behavior_, invert_, out);
+  void split(Piece&& piece, PieceSink& out) const override {
+    split_regex(std::move(piece), *pattern_, behavior_, invert_, out);
   }
 
  private:
@@ -135,32 +151,41 @@ class Split final : public PreTokenizer {
 constexpr const char* kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
+// Every byte becomes one printable character of the byte-level alphabet.
+class MapBytes final : public PieceSink {
+ public:
+  explicit MapBytes(PieceSink& out) : out_(out) {}
+  void operator()(Piece&& piece) override {
+    const auto& table = byte_to_char();
+    std::string mapped;
+    mapped.reserve(piece.text.size() * 2);
+    for (unsigned char b : piece.text) mapped.append(table[b]);
+    out_(Piece{std::move(mapped), piece.at_start});
+  }
+
+ private:
+  PieceSink& out_;
+};
+
 class ByteLevel final : public PreTokenizer {
  public:
   ByteLevel(bool add_prefix_space, bool use_regex, const JsonPath& at)
       : add_prefix_space_(add_prefix_space) {
     if (use_regex) regex_ = std::make_unique<Regex>(kGpt2Pattern, at.str());
   }
-  void split(Piece&& piece, std::vector<Piece>& out) const override {
+  void split(Piece&& piece, PieceSink& out) const override {
     if (add_prefix_space_ && (piece.text.empty() || piece.text[0] != ' ')) {
-      piece.text.insert(0, " ");
+      std::string spaced;
+      spaced.reserve(piece.text.size() + 1);
+      spaced += ' ';
+      spaced += piece.text;
+      piece.text.swap(spaced);
     }
-    const std::size_t first = out.size();
+    MapBytes mapped(out);
     if (regex_) {
-      Ranges matches;
-      regex_->find_all(piece.text, matches);
-      split_at(std::move(piece), matches, Behavior::kIsolated, false, out);
+      split_regex(std::move(piece), *regex_, Behavior::kIsolated, false, mapped);
     } else if (!piece.text.empty()) {
-      out.push_back(std::move(piece));
-    }
-    // Every byte becomes one printable character of the byte-level alphabet.
-    const auto& table = byte_to_char();
-    std::string mapped;
-    for (std::size_t k = first; k < out.size(); ++k) {
-      mapped.clear();
-      mapped.reserve(out[k].text.size() * 2);
-      for (unsigned char b : out[k].text) mapped.append(table[b]);
-      out[k].text.swap(mapped);
+      mapped(std::move(piece));
     }
   }
 
@@ -172,11 +197,9 @@ class ByteLevel final : public PreTokenizer {
 class Digits final : public PreTokenizer {
  public:
   explicit Digits(bool individual) : individual_(individual) {}
-  void split(Piece&& piece, std::vector<Piece>& out) const override {
-    Ranges matches;
-    char_matches(piece.text, is_numeric, matches);
-    split_at(std::move(piece), matches, individual_ ? Behavior::kIsolated : Behavior::kContiguous,
-             false, out);
+  void split(Piece&& piece, PieceSink& out) const override {
+    split_chars(std::move(piece), is_numeric,
+                individual_ ? Behavior::kIsolated : Behavior::kContiguous, out);
   }
 
  private:
@@ -189,7 +212,7 @@ class Metaspace final : public PreTokenizer {
  public:
   Metaspace(std::string replacement, PrependScheme scheme, bool split)
       : replacement_(std::move(replacement)), scheme_(scheme), split_(split) {}
-  void split(Piece&& piece, std::vector<Piece>& out) const override {
+  void split(Piece&& piece, PieceSink& out) const override {
     std::string text;
     text.reserve(piece.text.size() + replacement_.size());
     for (char c : piece.text) {
@@ -206,15 +229,15 @@ class Metaspace final : public PreTokenizer {
     }
     piece.text = std::move(text);
     if (!split_) {
-      if (!piece.text.empty()) out.push_back(std::move(piece));
+      if (!piece.text.empty()) out(std::move(piece));
       return;
     }
-    Ranges matches;
+    Splitter splitter(piece, Behavior::kMergedWithNext, false, out);
     for (std::size_t pos = piece.text.find(replacement_); pos != std::string::npos;
          pos = piece.text.find(replacement_, pos + replacement_.size())) {
-      matches.emplace_back(pos, pos + replacement_.size());
+      splitter.match(pos, pos + replacement_.size());
     }
-    split_at(std::move(piece), matches, Behavior::kMergedWithNext, false, out);
+    splitter.finish();
   }
 
  private:
@@ -226,10 +249,8 @@ class Metaspace final : public PreTokenizer {
 class Whitespace final : public PreTokenizer {
  public:
   explicit Whitespace(const JsonPath& at) : regex_(R"(\w+|[^\w\s]+)", at.str()) {}
-  void split(Piece&& piece, std::vector<Piece>& out) const override {
-    Ranges matches;
-    regex_.find_all(piece.text, matches);
-    split_at(std::move(piece), matches, Behavior::kRemoved, true, out);
+  void split(Piece&& piece, PieceSink& out) const override {
+    split_regex(std::move(piece), regex_, Behavior::kRemoved, true, out);
   }
 
  private:
@@ -238,42 +259,53 @@ class Whitespace final : public PreTokenizer {
 
 class WhitespaceSplit final : public PreTokenizer {
  public:
-  void split(Piece&& piece, std::vector<Piece>& out) const override {
-    Ranges matches;
-    char_matches(piece.text, is_whitespace, matches);
-    split_at(std::move(piece), matches, Behavior::kRemoved, false, out);
+  void split(Piece&& piece, PieceSink& out) const override {
+    split_chars(std::move(piece), is_whitespace, Behavior::kRemoved, out);
   }
 };
 
 class Punctuation final : public PreTokenizer {
  public:
   explicit Punctuation(Behavior behavior) : behavior_(behavior) {}
-  void split(Piece&& piece, std::vector<Piece>& out) const override {
-    Ranges matches;
-    char_matches(piece.text, is_punctuation, matches);
-    split_at(std::move(piece), matches, behavior_, false, out);
+  void split(Piece&& piece, PieceSink& out) const override {
+    split_chars(std::move(piece), is_punctuation, behavior_, out);
   }
 
  private:
   Behavior behavior_;
 };
 
+// Each piece goes through all the steps before the next one is cut (depth first).
 class SequencePreTokenizer final : public PreTokenizer {
  public:
   explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> steps)
       : steps_(std::move(steps)) {}
-  void split(Piece&& piece, std::vector<Piece>& out) const override {
-    std::vector<Piece> current, next;
-    current.push_back(std::move(piece));
-    for (const auto& step : steps_) {
-      next.clear();
-      for (Piece& p : current) step->split(std::move(p), next);
-      current.swap(next);
-    }
-    for (Piece& p : current) out.push_back(std::move(p));
+  void split(Piece&& piece, PieceSink& out) const override {
+    Stage first(steps_, 0, out);
+    first(std::move(piece));
   }
 
  private:
+  class Stage final : public PieceSink {
+   public:
+    Stage(const std::vector<std::unique_ptr<PreTokenizer>>& steps, std::size_t index,
+          PieceSink& out)
+        : steps_(steps), index_(index), out_(out) {}
+    void operator()(Piece&& piece) override {
+      if (index_ == steps_.size()) {
+        out_(std::move(piece));
+        return;
+      }
+      Stage next(steps_, index_ + 1, out_);
+      steps_[index_]->split(std::move(piece), next);
+    }
+
+   private:
+    const std::vector<std::unique_ptr<PreTokenizer>>& steps_;
+    std::size_t index_;
+    PieceSink& out_;
+  };
+
   std::vector<std::unique_ptr<PreTokenizer>> steps_;
 };
 

@@ -105,34 +105,43 @@ Regex::Regex(std::string_view pattern, const std::string& where) {
 
 Regex::~Regex() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
 
+bool Regex::Cursor::next(std::size_t& start, std::size_t& end) {
+  if (done_ || pos_ > subject_.size()) return false;
+  auto* code = static_cast<pcre2_code*>(regex_.code_);
+  MatchState& state = match_state();
+  const auto* text = reinterpret_cast<PCRE2_SPTR>(subject_.data());
+  const int rc =
+      regex_.jit_ ? pcre2_jit_match(code, text, subject_.size(), pos_, 0, state.data, state.context)
+                  : pcre2_match(code, text, subject_.size(), pos_, PCRE2_NO_UTF_CHECK, state.data,
+                                state.context);
+  if (rc == PCRE2_ERROR_NOMATCH) {
+    done_ = true;
+    return false;
+  }
+  if (rc < 0) {
+    PCRE2_UCHAR message[256];
+    pcre2_get_error_message(rc, message, sizeof(message));
+    throw Error(ErrorCode::kInternal,
+                std::string("regex match failed: ") + reinterpret_cast<const char*>(message));
+  }
+  const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(state.data);
+  start = ovector[0];
+  end = ovector[1];
+  if (end > start) {
+    pos_ = end;
+  } else if (end >= subject_.size()) {
+    done_ = true;
+  } else {
+    pos_ = end + utf8_length(static_cast<unsigned char>(subject_[end]));
+  }
+  return true;
+}
+
 void Regex::find_all(std::string_view subject,
                      std::vector<std::pair<std::size_t, std::size_t>>& out) const {
-  auto* code = static_cast<pcre2_code*>(code_);
-  MatchState& state = match_state();
-  const auto* text = reinterpret_cast<PCRE2_SPTR>(subject.data());
-  std::size_t pos = 0;
-  while (pos <= subject.size()) {
-    const int rc =
-        jit_ ? pcre2_jit_match(code, text, subject.size(), pos, 0, state.data, state.context)
-             : pcre2_match(code, text, subject.size(), pos, PCRE2_NO_UTF_CHECK, state.data,
-                           state.context);
-    if (rc == PCRE2_ERROR_NOMATCH) return;
-    if (rc < 0) {
-      PCRE2_UCHAR message[256];
-      pcre2_get_error_message(rc, message, sizeof(message));
-      throw Error(ErrorCode::kInternal,
-                  std::string("regex match failed: ") + reinterpret_cast<const char*>(message));
-    }
-    const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(state.data);
-    const std::size_t start = ovector[0], end = ovector[1];
-    out.emplace_back(start, end);
-    if (end > start) {
-      pos = end;
-    } else {
-      if (end >= subject.size()) return;
-      pos = end + utf8_length(static_cast<unsigned char>(subject[end]));
-    }
-  }
+  Cursor cursor(*this, subject);
+  std::size_t start, end;
+  while (cursor.next(start, end)) out.emplace_back(start, end);
 }
 
 }  // namespace cachet::tokenizer

@@ -27,6 +27,20 @@ class Regex {
   void find_all(std::string_view subject,
                 std::vector<std::pair<std::size_t, std::size_t>>& out) const;
 
+  // The same matches one at a time, without collecting them (texts can be megabytes).
+  class Cursor {
+   public:
+    Cursor(const Regex& regex, std::string_view subject) : regex_(regex), subject_(subject) {}
+    // The next match, or false when there is none.
+    bool next(std::size_t& start, std::size_t& end);
+
+   private:
+    const Regex& regex_;
+    std::string_view subject_;
+    std::size_t pos_ = 0;
+    bool done_ = false;
+  };
+
  private:
   void* code_ = nullptr;  // pcre2_code_8*
   bool jit_ = false;

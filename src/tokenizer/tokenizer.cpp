@@ -150,6 +150,17 @@ void read_special_ids(const fs::path& dir, const Tokenizer& tok, Tokenizer::Impl
   }
 }
 
+// Hands each pre-tokenized piece straight to the model.
+class ToModel final : public tokenizer::PieceSink {
+ public:
+  ToModel(const tokenizer::Bpe& model, std::vector<TokenId>& out) : model_(model), out_(out) {}
+  void operator()(tokenizer::Piece&& piece) override { model_.tokenize(piece.text, out_); }
+
+ private:
+  const tokenizer::Bpe& model_;
+  std::vector<TokenId>& out_;
+};
+
 }  // namespace
 
 Tokenizer Tokenizer::from_file(const std::filesystem::path& path) {
@@ -201,7 +212,6 @@ void Tokenizer::Impl::encode_text(std::string_view text, std::vector<TokenId>& o
   // searched for the added tokens that match normalized text. 3. Pre-tokenization and BPE.
   std::vector<tokenizer::TextSegment> raw, normalized_segments;
   added->split(text, /*normalized_pass=*/false, raw);
-  std::vector<tokenizer::Piece> pieces;
   std::string normalized;
   for (const auto& segment : raw) {
     if (segment.id) {
@@ -222,13 +232,12 @@ void Tokenizer::Impl::encode_text(std::string_view text, std::vector<TokenId>& o
         continue;
       }
       tokenizer::Piece piece{std::string(part.text), segment.offset == 0 && part.offset == 0};
-      pieces.clear();
       if (pre_tokenizer) {
-        pre_tokenizer->split(std::move(piece), pieces);
+        ToModel sink(*model, out);
+        pre_tokenizer->split(std::move(piece), sink);
       } else {
-        pieces.push_back(std::move(piece));
+        model->tokenize(piece.text, out);
       }
-      for (const auto& p : pieces) model->tokenize(p.text, out);
     }
   }
 }

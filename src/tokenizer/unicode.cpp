@@ -2,6 +2,7 @@
 
 #include <utf8proc.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 
@@ -183,21 +184,9 @@ bool nfc_stable(char32_t c) {
 
 }  // namespace
 
-std::string normalize_unicode(std::string_view s, NormalForm form) {
-  bool ascii = true, stable = true;
-  for (std::size_t i = 0; i < s.size();) {
-    if (static_cast<unsigned char>(s[i]) < 0x80) {
-      ++i;
-      continue;
-    }
-    ascii = false;
-    if (!nfc_stable(next_code_point(s, i))) {
-      stable = false;
-      break;
-    }
-  }
-  if (ascii || (stable && form == NormalForm::kNfc)) return std::string(s);
+namespace {
 
+std::string utf8proc_normalize(std::string_view s, NormalForm form) {
   int options = UTF8PROC_STABLE;
   switch (form) {
     case NormalForm::kNfc:
@@ -223,6 +212,52 @@ std::string normalize_unicode(std::string_view s, NormalForm form) {
                 std::string("Unicode normalization failed: ") + utf8proc_errmsg(n));
   }
   return std::string(reinterpret_cast<const char*>(out), static_cast<std::size_t>(n));
+}
+
+}  // namespace
+
+std::string normalize_unicode(std::string_view s, NormalForm form) {
+  if (form != NormalForm::kNfc) {
+    for (unsigned char c : s) {
+      if (c >= 0x80) return utf8proc_normalize(s, form);
+    }
+    return std::string(s);  // ASCII is invariant under every form
+  }
+  // NFC only changes text around characters outside nfc_stable(); a stable character never
+  // combines with what precedes it, so the text can be cut before each one. Only the
+  // regions [last stable character before an unstable run, next stable character) go
+  // through utf8proc; the rest is copied.
+  std::string out;
+  std::size_t copied = 0;       // s[0, copied) is in `out`
+  std::size_t last_stable = 0;  // start of the last stable character seen
+  for (std::size_t i = 0; i < s.size();) {
+    if (static_cast<unsigned char>(s[i]) < 0x80) {
+      last_stable = i++;
+      continue;
+    }
+    const std::size_t start = i;
+    if (nfc_stable(next_code_point(s, i))) {
+      last_stable = start;
+      continue;
+    }
+    // An unstable run: extend it to the next stable character.
+    std::size_t end = i;
+    while (end < s.size()) {
+      std::size_t k = end;
+      if (nfc_stable(next_code_point(s, k))) break;
+      end = k;
+    }
+    const std::size_t region = std::max(copied, start == 0 ? 0 : last_stable);
+    if (out.empty()) out.reserve(s.size() + 16);
+    out.append(s.substr(copied, region - copied));
+    out.append(utf8proc_normalize(s.substr(region, end - region), form));
+    copied = end;
+    i = end;
+    last_stable = end;
+  }
+  if (copied == 0) return std::string(s);
+  out.append(s.substr(copied));
+  return out;
 }
 
 std::string to_lowercase(std::string_view s) {

@@ -26,7 +26,8 @@ std::string normalize(const json& j, std::string text) {
 
 std::vector<std::string> split(const json& j, const std::string& text, bool at_start = true) {
   std::vector<Piece> out;
-  make_pre_tokenizer(j, kAt)->split(Piece{text, at_start}, out);
+  VectorSink sink(out);
+  make_pre_tokenizer(j, kAt)->split(Piece{text, at_start}, sink);
   std::vector<std::string> texts;
   for (auto& p : out) texts.push_back(p.text);
   return texts;
