@@ -13,6 +13,8 @@
 // with the normalizers, pre-tokenizers, post-processors and decoders they use. Anything else
 // in a tokenizer.json (a WordPiece or Unigram model, an unknown normalizer type, ...) fails
 // loading with Error(kUnsupported) naming the component and the file: never an approximation.
+// The "truncation" and "padding" sections of a tokenizer.json are ignored: they shape
+// batches for training, and an inference engine needs every token of the prompt.
 #pragma once
 
 #include <cstddef>
