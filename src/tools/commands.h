@@ -12,5 +12,6 @@ using Runner = std::function<int()>;
 Runner add_generate_command(CLI::App& app);
 Runner add_make_model_command(CLI::App& app);
 Runner add_info_command(CLI::App& app);
+Runner add_tokenize_command(CLI::App& app);
 
 }  // namespace cachet::tools

@@ -1,4 +1,4 @@
-// `cachet`: generate with a model, make test models, inspect a model directory.
+// `cachet`: generate with a model, make test models, inspect a model, tokenize.
 #include <fmt/core.h>
 
 #include <CLI/CLI.hpp>
@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   cachet::tools::Runner generate = cachet::tools::add_generate_command(app);
   cachet::tools::Runner make_model = cachet::tools::add_make_model_command(app);
   cachet::tools::Runner info = cachet::tools::add_info_command(app);
+  cachet::tools::Runner tokenize = cachet::tools::add_tokenize_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("generate")) return generate();
     if (app.got_subcommand("make-model")) return make_model();
     if (app.got_subcommand("info")) return info();
+    if (app.got_subcommand("tokenize")) return tokenize();
   } catch (const cachet::Error& e) {
     fmt::print(stderr, "cachet: error: {}\n", e.what());
     return 1;

@@ -1,0 +1,87 @@
+// `cachet tokenize`: one JSON string per input line -> the JSON array of its ids
+// (or, with --decode, one JSON array of ids per line -> the decoded JSON string).
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cachet/errors.h"
+#include "cachet/tokenizer.h"
+#include "tools/commands.h"
+
+namespace cachet::tools {
+
+namespace {
+
+struct TokenizeOptions {
+  std::string tokenizer_path;
+  bool add_special_tokens = false;
+  bool decode = false;
+};
+
+int run_tokenize(const TokenizeOptions& options) {
+  const Tokenizer tokenizer = Tokenizer::from_file(options.tokenizer_path);
+  std::string line;
+  for (long line_number = 1; std::getline(std::cin, line); ++line_number) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    nlohmann::json input;
+    try {
+      input = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      std::cerr << "cachet: error: stdin line " << line_number << ": malformed JSON: " << e.what()
+                << "\n";
+      return 1;
+    }
+    if (options.decode) {
+      std::vector<TokenId> ids;
+      bool ok = input.is_array();
+      for (const auto& id : input) {
+        if (!ok || !id.is_number_integer()) {
+          ok = false;
+          break;
+        }
+        ids.push_back(id.get<TokenId>());
+      }
+      if (!ok) {
+        std::cerr << "cachet: error: stdin line " << line_number
+                  << ": expected a JSON array of integer token ids\n";
+        return 1;
+      }
+      const nlohmann::json text = tokenizer.decode(ids, /*skip_special_tokens=*/false);
+      std::cout << text.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    } else {
+      if (!input.is_string()) {
+        std::cerr << "cachet: error: stdin line " << line_number << ": expected a JSON string\n";
+        return 1;
+      }
+      const nlohmann::json ids =
+          tokenizer.encode(input.get<std::string>(), options.add_special_tokens);
+      std::cout << ids.dump() << "\n";
+    }
+    std::cout.flush();
+  }
+  return 0;
+}
+
+}  // namespace
+
+Runner add_tokenize_command(CLI::App& app) {
+  auto options = std::make_shared<TokenizeOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "tokenize",
+      "Tokenize standard input: each line a JSON string, printed back as a JSON array of ids");
+  cmd->add_option("--tokenizer", options->tokenizer_path,
+                  "tokenizer.json or a model directory holding one")
+      ->required();
+  cmd->add_flag("--add-special-tokens", options->add_special_tokens,
+                "apply the post-processor (e.g. add BOS) as encode(..., true) does");
+  cmd->add_flag("--decode", options->decode,
+                "the reverse: each line a JSON array of ids, printed back as a JSON string "
+                "(special tokens kept)");
+  return [options, cmd]() -> int {
+    if (!cmd->parsed()) return -1;
+    return run_tokenize(*options);
+  };
+}
+
+}  // namespace cachet::tools
