@@ -21,6 +21,7 @@
 #include "cachet/config.h"
 #include "cachet/errors.h"
 #include "cachet/sampling.h"
+#include "cachet/tokenizer.h"
 #include "cachet/types.h"
 
 namespace cachet {
@@ -31,10 +32,13 @@ struct TokenLogprob {
   float logprob = 0.0f;
 };
 
-// One request: a prompt (token ids) and its sampling parameters.
+// One request: a prompt and its sampling parameters. The prompt is either token ids or
+// text, which the model's tokenizer encodes with its special tokens (e.g. Llama's BOS), as
+// Hugging Face's tokenizer(text) does.
 struct Request {
   std::vector<TokenId> prompt_token_ids;
   SamplingParams params;
+  std::string prompt;  // text, used when prompt_token_ids is empty
   // Requests share cached K/V only when their salts are equal (tenant isolation). Empty is a
   // salt like any other.
   std::string cache_salt;
@@ -48,6 +52,9 @@ struct RequestOutput {
   std::vector<TokenId> prompt_token_ids;
   // Generated token ids (including a final EOS / stop token when one ended the request).
   std::vector<TokenId> token_ids;
+  // The generated text, when the model directory has a tokenizer (cut before a stop
+  // string; special tokens left out unless SamplingParams::skip_special_tokens is false).
+  std::string text;
   // One entry per generated token when SamplingParams::logprobs is set: the top-k
   // tokens by log-probability, descending, plus the sampled token if it is not among them.
   std::vector<std::vector<TokenLogprob>> logprobs;
@@ -71,6 +78,10 @@ struct RequestUpdate {
   RequestId id = 0;
   // Tokens generated since the previous update (empty in a final update that adds none).
   std::vector<TokenId> new_token_ids;
+  // Text generated since the previous update: whole UTF-8 characters only, and text that
+  // could still turn out to be the start of a stop string is held back until it cannot.
+  // The pieces of all updates concatenate to RequestOutput::text.
+  std::string new_text;
   bool finished = false;
   // The complete output when `finished`, else nullptr. Valid during the call only.
   const RequestOutput* output = nullptr;
@@ -145,6 +156,8 @@ class Engine {
 
   const EngineInfo& info() const;
   EngineStats stats() const;
+  // The model directory's tokenizer, or nullptr when it has no tokenizer.json.
+  const Tokenizer* tokenizer() const;
 
  private:
   struct Impl;

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "cachet/types.h"
@@ -32,6 +33,12 @@ struct SamplingParams {
   std::vector<TokenId> stop_token_ids;
   // Do not stop at the model's EOS tokens (stop_token_ids still stop).
   bool ignore_eos = false;
+  // Strings that end the request when the generated text contains one, matched across
+  // token boundaries; the text is cut before the stop string (as vLLM does), the token ids
+  // keep the token that completed it. Needs the model's tokenizer. Each must be non-empty.
+  std::vector<std::string> stop;
+  // Leave special tokens (EOS, chat markers) out of RequestOutput::text and streamed text.
+  bool skip_special_tokens = true;
   // Return the top-k log-probabilities of every generated token (from the model's raw
   // distribution, before temperature and filters); the sampled token is always included.
   // Unset: none. 0: only the sampled token.

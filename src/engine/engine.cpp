@@ -68,6 +68,7 @@ void merge_generation_config(const fs::path& dir, std::vector<TokenId>& eos) {
 
 struct Engine::Impl {
   EngineInfo info;
+  std::optional<Tokenizer> tokenizer;
   std::unique_ptr<engine::EngineCore> core;  // touched by the loop thread only
 
   // Shared with callers, under `mutex`.
@@ -124,6 +125,9 @@ Engine::Impl::Impl(const EngineConfig& config) {
   num_blocks = std::min<std::int64_t>(num_blocks, std::numeric_limits<std::int32_t>::max() / config.block_size);
 
   backend::KvCacheSpec kv{model.num_layers, model.num_kv_heads, model.head_dim, config.block_size, num_blocks};
+  // A model directory may come without a tokenizer (token-id prompts only); a tokenizer that
+  // is there but broken is an error naming it.
+  if (fs::exists(dir / "tokenizer.json")) tokenizer = Tokenizer::from_file(dir);
   auto backend = backend::make_cpu_backend(model, model::load_weights(dir, model), kv, threads);
 
   info.architecture = std::string(model::arch_name(model.arch));
@@ -142,7 +146,7 @@ Engine::Impl::Impl(const EngineConfig& config) {
   util::logger().info("{} on {}: {} KV blocks of {} tokens ({:.1f} MiB), max_model_len {}, prefix caching {}",
                       info.architecture, info.backend, num_blocks, config.block_size, info.kv_cache_bytes / 1048576.0,
                       max_len, config.enable_prefix_caching ? "on" : "off");
-  core = std::make_unique<engine::EngineCore>(config, info, std::move(model), std::move(backend));
+  core = std::make_unique<engine::EngineCore>(config, info, std::move(model), std::move(backend), tokenizer);
   stats = core->stats();
   loop_thread = std::thread([this] { loop(); });
 }
@@ -265,11 +269,13 @@ std::vector<RequestOutput> Engine::generate(const std::vector<std::vector<TokenI
                                             const SamplingParams& params) {
   std::vector<Request> requests;
   requests.reserve(prompts.size());
-  for (const auto& p : prompts) requests.push_back({p, params, {}});
+  for (const auto& p : prompts) requests.push_back({p, params, {}, {}});
   return generate(requests);
 }
 
 const EngineInfo& Engine::info() const { return impl_->info; }
+
+const Tokenizer* Engine::tokenizer() const { return impl_->tokenizer ? &*impl_->tokenizer : nullptr; }
 
 EngineStats Engine::stats() const {
   std::lock_guard lock(impl_->mutex);

@@ -27,13 +27,26 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 }  // namespace
 
 EngineCore::EngineCore(const EngineConfig& config, const EngineInfo& info, model::ModelConfig model,
-                       std::unique_ptr<backend::Backend> backend)
+                       std::unique_ptr<backend::Backend> backend, std::optional<Tokenizer> tokenizer)
     : config_(config),
       info_(info),
       model_(std::move(model)),
       backend_(std::move(backend)),
+      tokenizer_(std::move(tokenizer)),
       kv_(info.num_kv_blocks, info.block_size, config.enable_prefix_caching),
       scheduler_({config.max_num_seqs, config.max_num_batched_tokens, config.schedule_policy}, kv_) {}
+
+// Tokenizes a text prompt; returns a problem, or "" when the request has its token ids.
+std::string EngineCore::prepare_prompt(Request& r) const {
+  if (!r.prompt_token_ids.empty()) {
+    if (!r.prompt.empty()) return "give either prompt (text) or prompt_token_ids, not both";
+    return {};
+  }
+  if (r.prompt.empty()) return "prompt is empty";
+  if (!tokenizer_) return "a text prompt needs the model's tokenizer, and the model directory has no tokenizer.json";
+  r.prompt_token_ids = tokenizer_->encode(r.prompt, /*add_special_tokens=*/true);
+  return {};
+}
 
 std::string EngineCore::check_request(const Request& r) const {
   const auto& prompt = r.prompt_token_ids;
@@ -47,6 +60,9 @@ std::string EngineCore::check_request(const Request& r) const {
     return fmt::format("prompt has {} tokens; max_model_len is {}, which leaves no room to generate", prompt.size(),
                        info_.max_model_len);
   if (std::string msg = sampling::validate(r.params, model_.vocab_size); !msg.empty()) return msg;
+  if (!r.params.stop.empty() && !tokenizer_) return "stop strings need the model's tokenizer, and the model directory has no tokenizer.json";
+  for (std::size_t i = 0; i < r.params.stop.size(); ++i)
+    if (r.params.stop[i].empty()) return fmt::format("stop[{}] is an empty string", i);
   const std::int64_t blocks = (static_cast<std::int64_t>(prompt.size()) + 1 + info_.block_size - 1) / info_.block_size;
   if (blocks > info_.num_kv_blocks)
     return fmt::format("prompt of {} tokens needs {} KV blocks; the cache has {} in all", prompt.size(), blocks,
@@ -60,8 +76,9 @@ void EngineCore::add(RequestId id, Request request, RequestCallback callback, Cl
   seq->arrival = next_arrival_++;
   seq->submitted = submitted;
   seq->callback = std::make_shared<RequestCallback>(std::move(callback));
+  std::string problem = prepare_prompt(request);
+  if (problem.empty()) problem = check_request(request);
   seq->output.prompt_token_ids = request.prompt_token_ids;
-  std::string problem = check_request(request);
   seq->params = std::move(request.params);
   seq->tokens = std::move(request.prompt_token_ids);
   seq->num_prompt_tokens = seq->size();
@@ -75,6 +92,7 @@ void EngineCore::add(RequestId id, Request request, RequestCallback callback, Cl
     return;
   }
   s.seed = s.params.seed ? *s.params.seed : fresh_seed();
+  if (tokenizer_) s.text = std::make_unique<OutputText>(*tokenizer_, s.params.skip_special_tokens, s.params.stop);
   if (s.params.prompt_logprobs) s.output.prompt_logprobs.resize(s.tokens.size());
   scheduler_.add(&s);
 }
@@ -95,6 +113,7 @@ void EngineCore::report_tokens(Sequence& seq) {
   d.update.new_token_ids.assign(seq.tokens.begin() + seq.num_prompt_tokens + static_cast<std::ptrdiff_t>(seq.num_reported),
                                 seq.tokens.end());
   seq.num_reported = generated;
+  if (seq.text) d.update.new_text = seq.text->take_ready();
   deliveries_.push_back(std::move(d));
 }
 
@@ -112,6 +131,10 @@ void EngineCore::finish(Sequence& seq, FinishReason reason, std::string error) {
   d.output->finish_reason = reason;
   d.output->error = std::move(error);
   d.output->token_ids.assign(seq.tokens.begin() + seq.num_prompt_tokens, seq.tokens.end());
+  if (seq.text) {
+    d.update.new_text = seq.text->finish();
+    d.output->text = seq.text->text();
+  }
   if (seq.first_token_at) {
     d.output->ttft_ms = ms_between(seq.submitted, *seq.first_token_at);
     d.output->decode_ms = ms_between(*seq.first_token_at, now);
@@ -167,7 +190,8 @@ void EngineCore::step() {
     if (!seq.first_token_at) seq.first_token_at = Clock::now();
     const auto& eos = model_.eos_token_ids;
     const auto& stops = seq.params.stop_token_ids;
-    if ((!seq.params.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) ||
+    const bool stop_string = seq.text && seq.text->push(token);
+    if (stop_string || (!seq.params.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) ||
         std::find(stops.begin(), stops.end(), token) != stops.end()) {
       finish(seq, FinishReason::kStop);
     } else if (seq.num_generated() >= seq.params.max_tokens || seq.size() >= info_.max_model_len) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -25,7 +26,7 @@ struct Delivery {
 class EngineCore {
  public:
   EngineCore(const EngineConfig& config, const EngineInfo& info, model::ModelConfig model,
-             std::unique_ptr<backend::Backend> backend);
+             std::unique_ptr<backend::Backend> backend, std::optional<Tokenizer> tokenizer);
 
   // Takes a request; a bad one is finished at once with FinishReason::kError.
   void add(RequestId id, Request request, RequestCallback callback, Clock::time_point submitted);
@@ -39,6 +40,7 @@ class EngineCore {
   EngineStats stats() const;
 
  private:
+  std::string prepare_prompt(Request& r) const;
   std::string check_request(const Request& r) const;
   void finish(Sequence& seq, FinishReason reason, std::string error = {});
   void report_tokens(Sequence& seq);
@@ -48,6 +50,7 @@ class EngineCore {
   EngineInfo info_;
   model::ModelConfig model_;
   std::unique_ptr<backend::Backend> backend_;
+  std::optional<Tokenizer> tokenizer_;
   kv::KvCacheManager kv_;
   Scheduler scheduler_;
   std::unordered_map<RequestId, std::unique_ptr<Sequence>> live_;

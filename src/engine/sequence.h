@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cachet/engine.h"
+#include "engine/output_text.h"
 #include "kv/kv_cache_manager.h"
 
 namespace cachet::engine {
@@ -30,6 +31,7 @@ struct Sequence {
   bool admitted_before = false;   // prefix-cache statistics count a request's first admission only
   SeqStatus status = SeqStatus::kWaiting;
   RequestOutput output;
+  std::unique_ptr<OutputText> text;  // when the model has a tokenizer
   std::size_t num_reported = 0;   // generated tokens already passed to the callback
   std::shared_ptr<RequestCallback> callback;
   Clock::time_point submitted;

@@ -42,6 +42,7 @@ nlohmann::json to_json(std::size_t index, const RequestOutput& out, const Sampli
   j["index"] = index;
   j["prompt_token_ids"] = out.prompt_token_ids;
   j["token_ids"] = out.token_ids;
+  j["text"] = out.text;
   j["finish_reason"] = std::string(to_string(out.finish_reason));
   if (!out.error.empty()) j["error"] = out.error;
   j["num_cached_tokens"] = out.num_cached_tokens;
@@ -93,6 +94,7 @@ void print_human(std::size_t index, const RequestOutput& out) {
              out.num_cached_tokens, fmt::join(out.prompt_token_ids, " "));
   fmt::print("    output ({} tokens, {}): {}\n", out.token_ids.size(), to_string(out.finish_reason),
              fmt::join(out.token_ids, " "));
+  if (!out.text.empty()) fmt::print("    text: {}\n", nlohmann::json(out.text).dump());
   fmt::print("    time to first token {:.1f} ms, decode {:.1f} tokens/s\n", out.ttft_ms, decode_rate);
 }
 
@@ -117,6 +119,7 @@ Runner add_generate_command(CLI::App& app) {
   cmd->add_option("--logprobs", a->logprobs, "Top-k logprobs of every generated token");
   cmd->add_option("--prompt-logprobs", a->prompt_logprobs, "Top-k logprobs of every prompt position");
   cmd->add_option("--stop-token-ids", a->params.stop_token_ids, "Extra tokens that end a request")->delimiter(',');
+  cmd->add_option("--stop", a->params.stop, "A string that ends a request, cut from its text (repeatable)");
   cmd->add_flag("--ignore-eos", a->params.ignore_eos, "Do not stop at the model's EOS tokens");
   cmd->add_flag("--json", a->json, "Print JSON Lines, one object per request in input order");
   cmd->add_option("--device", a->device, "auto | cpu | cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
@@ -142,12 +145,11 @@ Runner add_generate_command(CLI::App& app) {
     a->engine.schedule_policy = a->schedule == "cache-aware" ? SchedulePolicy::kCacheAware : SchedulePolicy::kFcfs;
 
     std::vector<Request> requests;
-    if (!a->prompts.empty())
-      throw Error(ErrorCode::kUnsupported, "--prompt: text prompts need the tokenizer, which this version does not have yet; use --prompt-ids");
     if (!a->prompts_file.empty()) {
       requests = read_requests_file(a->prompts_file, a->params);
     } else {
-      for (const auto& list : a->prompt_ids) requests.push_back({parse_id_list(list), a->params, {}});
+      for (const auto& list : a->prompt_ids) requests.push_back({parse_id_list(list), a->params, {}, {}});
+      for (const auto& text : a->prompts) requests.push_back({{}, a->params, text, {}});
     }
     if (requests.empty()) throw Error(ErrorCode::kInvalidArgument, "no prompt given: use --prompt-ids or --prompts-file");
     if (seed->count() > 0)

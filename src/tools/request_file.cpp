@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -49,7 +50,8 @@ std::vector<Request> read_requests_file(const std::string& path, const SamplingP
   if (!in) throw Error(ErrorCode::kNotFound, fmt::format("{}: cannot open prompts file", path));
   static const std::set<std::string> known = {"prompt_ids", "prompt", "temperature", "top_k", "top_p",
                                               "min_p", "seed", "max_tokens", "stop_token_ids", "ignore_eos",
-                                              "logprobs", "prompt_logprobs", "cache_salt"};
+                                              "logprobs", "prompt_logprobs", "cache_salt", "stop",
+                                              "skip_special_tokens"};
   std::vector<Request> requests;
   std::string line;
   for (int line_no = 1; std::getline(in, line); ++line_no) {
@@ -62,13 +64,17 @@ std::vector<Request> read_requests_file(const std::string& path, const SamplingP
       if (!known.contains(key)) throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: unknown field '{}'", where, key));
     Request r;
     r.params = defaults;
-    if (j.contains("prompt"))
-      throw Error(ErrorCode::kUnsupported,
-                  fmt::format("{}: text prompts need the tokenizer, which this version does not have yet; use "
-                              "\"prompt_ids\"", where));
-    if (!j.contains("prompt_ids") || !j["prompt_ids"].is_array())
-      throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: field 'prompt_ids' (an array of token ids) is missing", where));
-    for (const auto& id : j["prompt_ids"]) {
+    if (j.contains("prompt") == j.contains("prompt_ids"))
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("{}: give exactly one of 'prompt' (text) and 'prompt_ids' (an array of token ids)", where));
+    if (j.contains("prompt")) {
+      if (!j["prompt"].is_string())
+        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: field 'prompt' must be a string", where));
+      r.prompt = j["prompt"].get<std::string>();
+    } else if (!j["prompt_ids"].is_array()) {
+      throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: field 'prompt_ids' must be an array of token ids", where));
+    }
+    for (const auto& id : j.contains("prompt_ids") ? j["prompt_ids"] : json::array()) {
       if (!id.is_number_integer() || id.get<std::int64_t>() < INT32_MIN || id.get<std::int64_t>() > INT32_MAX)
         throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: 'prompt_ids' holds {}, not a token id", where, id.dump()));
       r.prompt_token_ids.push_back(id.get<TokenId>());
@@ -88,6 +94,18 @@ std::vector<Request> read_requests_file(const std::string& path, const SamplingP
     if (j.contains("ignore_eos")) p.ignore_eos = field<bool>(j, "ignore_eos", where);
     if (j.contains("logprobs")) p.logprobs = field<std::int32_t>(j, "logprobs", where);
     if (j.contains("prompt_logprobs")) p.prompt_logprobs = field<std::int32_t>(j, "prompt_logprobs", where);
+    if (j.contains("skip_special_tokens")) p.skip_special_tokens = field<bool>(j, "skip_special_tokens", where);
+    if (j.contains("stop")) {
+      const json& stop = j["stop"];
+      p.stop.clear();
+      if (stop.is_string()) {
+        p.stop.push_back(stop.get<std::string>());
+      } else if (stop.is_array() && std::all_of(stop.begin(), stop.end(), [](const json& s) { return s.is_string(); })) {
+        for (const auto& s : stop) p.stop.push_back(s.get<std::string>());
+      } else {
+        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: field 'stop' must be a string or an array of strings", where));
+      }
+    }
     if (j.contains("stop_token_ids")) {
       if (!j["stop_token_ids"].is_array())
         throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: field 'stop_token_ids' must be an array", where));

@@ -136,11 +136,53 @@ TEST_F(CliTest, InputErrorsNameTheCulprit) {
 
   r = run_command(cli_path() + " generate --model " + model_ + " --prompt hello", true);
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.output, HasSubstr("tokenizer"));
+  EXPECT_THAT(r.output, HasSubstr("tokenizer.json"));
 
   r = run_command(cli_path() + " make-model --arch gpt2 --out " + (dir_.path() / "m").string(), true);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr("--arch"));
+}
+
+TEST_F(CliTest, TextPromptsUseTheModelsTokenizerAndPrintText) {
+  std::string model = (dir_.path() / "with-tokenizer").string();
+  auto made = run_command(cli_path() + " make-model --arch qwen3 --preset tiny --seed 2 --out " + model +
+                              " --tokenizer " + (testing::test_data_dir() / "tokenizers/qwen3").string(),
+                          true);
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  auto r = run_command(cli_path() + " generate --model " + model +
+                       " --prompt 'Hello there' --max-tokens 6 --temperature 0 --ignore-eos --json --stats");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto lines = json_lines(r.output);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_TRUE(lines[0]["text"].is_string());
+  EXPECT_EQ(lines[0]["token_ids"].size(), 6u);
+  auto ids = run_command("echo '\"Hello there\"' | " + cli_path() + " tokenize --add-special-tokens --tokenizer " + model);
+  ASSERT_EQ(ids.exit_code, 0) << ids.output;
+  EXPECT_EQ(lines[0]["prompt_token_ids"], json::parse(ids.output));
+  auto decoded = run_command("echo '" + lines[0]["token_ids"].dump() + "' | " + cli_path() + " tokenize --decode --tokenizer " + model);
+  EXPECT_EQ(json::parse(decoded.output), lines[0]["text"]);  // no special tokens among random ids here
+}
+
+TEST_F(CliTest, StatsAndPrefixCacheFlags) {
+  std::string file = (dir_.path() / "shared.jsonl").string();
+  testing::write_file(file,
+                      "{\"prompt_ids\": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33]}\n");
+  const std::string base = cli_path() + " generate --model " + model_ + " --prompts-file " + file +
+                           " --prompt-ids 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,40"
+                           " --max-tokens 2 --ignore-eos --json --stats";
+  // --prompts-file excludes --prompt-ids: this must be a usage error.
+  EXPECT_NE(run_command(base, true).exit_code, 0);
+  auto on = run_command(cli_path() + " generate --model " + model_ + " --prompts-file " + file +
+                            " --max-tokens 2 --ignore-eos --json --stats --schedule cache-aware",
+                        true);
+  ASSERT_EQ(on.exit_code, 0) << on.output;
+  EXPECT_THAT(on.output, HasSubstr("\"prefix_cache_query_tokens\": 33"));
+  EXPECT_THAT(on.output, HasSubstr("\"blocks_in_use\": 0"));
+  auto off = run_command(cli_path() + " generate --model " + model_ + " --prompts-file " + file +
+                             " --max-tokens 2 --ignore-eos --json --stats --no-prefix-cache --block-size 8",
+                         true);
+  ASSERT_EQ(off.exit_code, 0) << off.output;
+  EXPECT_THAT(off.output, HasSubstr("\"blocks_cached\": 0"));
 }
 
 TEST_F(CliTest, InfoPrintsTheEnginesChoices) {
