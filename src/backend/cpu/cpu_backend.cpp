@@ -221,6 +221,12 @@ void CpuBackend::validate(const ForwardBatch& b) const {
                     "num_tokens = {}",
                     num_seqs + 1, num_tokens));
   }
+  for (std::int64_t s = 0; s < num_seqs; ++s) {
+    if (b.query_start[s + 1] < b.query_start[s]) {
+      fail_batch(fmt::format("query_start decreases at sequence {}: {} then {}", s,
+                             b.query_start[s], b.query_start[s + 1]));
+    }
+  }
   if (b.max_blocks_per_seq < 0 || std::ssize(b.block_tables) != num_seqs * b.max_blocks_per_seq) {
     fail_batch(
         fmt::format("block_tables has {} entries, expected num_seqs {} x "
@@ -231,9 +237,13 @@ void CpuBackend::validate(const ForwardBatch& b) const {
   for (std::int64_t s = 0; s < num_seqs; ++s) {
     const std::int64_t begin = b.query_start[s], end = b.query_start[s + 1];
     const std::int64_t context = b.context_lens[s];
-    if (end < begin || context < end - begin) {
+    if (context < end - begin) {
       fail_batch(
           fmt::format("sequence {}: query [{}, {}) with context_len {}", s, begin, end, context));
+    }
+    if (config_.max_position_embeddings > 0 && context > config_.max_position_embeddings) {
+      fail_batch(fmt::format("sequence {}: context_len {} exceeds max_position_embeddings {}", s,
+                             context, config_.max_position_embeddings));
     }
     const std::int64_t blocks = (context + bs - 1) / bs;
     if (blocks > b.max_blocks_per_seq) {
@@ -363,13 +373,13 @@ void CpuBackend::forward(const ForwardBatch& batch, std::vector<float>& logits) 
   if (num_tokens == 0) return;
 
   grow_scratch(num_tokens, num_logits);
-  std::int32_t max_pos = 0;
+  std::int64_t max_pos = 0;
   query_tiles_.clear();
   for (std::int32_t s = 0; s < batch.num_seqs(); ++s) {
     const std::int32_t begin = batch.query_start[s], end = batch.query_start[s + 1];
     for (std::int32_t t = begin; t < end; ++t) {
       token_seq_[t] = s;
-      max_pos = std::max(max_pos, batch.positions[t]);
+      max_pos = std::max<std::int64_t>(max_pos, batch.positions[t]);
     }
     for (std::int32_t t = begin; t < end; t += kQueryTile) {
       query_tiles_.push_back({t, std::min(kQueryTile, end - t)});

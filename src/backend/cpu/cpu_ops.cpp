@@ -295,11 +295,9 @@ std::vector<double> rope_inv_freq(std::int32_t head_dim, double theta,
 RopeTable::RopeTable(std::int32_t head_dim, std::vector<double> inv_freq)
     : half_(head_dim / 2), inv_freq_(std::move(inv_freq)) {}
 
-void RopeTable::ensure(std::int32_t num_positions) {
+void RopeTable::ensure(std::int64_t num_positions) {
   if (num_positions <= num_positions_) return;
-  const std::int64_t target = std::max<std::int64_t>(
-      num_positions, std::min<std::int64_t>(std::int64_t{num_positions_} * 2,
-                                            std::numeric_limits<std::int32_t>::max()));
+  const std::int64_t target = std::max(num_positions, num_positions_ * 2);
   cos_.resize(static_cast<std::size_t>(target * half_));
   sin_.resize(static_cast<std::size_t>(target * half_));
   for (std::int64_t pos = num_positions_; pos < target; ++pos) {
@@ -309,7 +307,7 @@ void RopeTable::ensure(std::int32_t num_positions) {
       sin_[pos * half_ + i] = static_cast<float>(std::sin(angle));
     }
   }
-  num_positions_ = static_cast<std::int32_t>(target);
+  num_positions_ = target;
 }
 
 void rope_apply(float* x, const float* cos, const float* sin, std::int32_t half) {

@@ -49,7 +49,7 @@ class RopeTable {
   RopeTable(std::int32_t head_dim, std::vector<double> inv_freq);
   // Makes positions [0, num_positions) available. Not thread-safe; call before the
   // parallel part of a step.
-  void ensure(std::int32_t num_positions);
+  void ensure(std::int64_t num_positions);
   std::int32_t half() const { return half_; }
   const float* cos(std::int32_t pos) const { return cos_.data() + std::int64_t{pos} * half_; }
   const float* sin(std::int32_t pos) const { return sin_.data() + std::int64_t{pos} * half_; }
@@ -57,7 +57,7 @@ class RopeTable {
  private:
   std::int32_t half_;
   std::vector<double> inv_freq_;  // [half]
-  std::int32_t num_positions_ = 0;
+  std::int64_t num_positions_ = 0;
   std::vector<float> cos_, sin_;  // [num_positions, half] each
 };
 
