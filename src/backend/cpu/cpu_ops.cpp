@@ -58,7 +58,10 @@ inline Vec fmadd(const Vec& a, const Vec& b, const Vec& c) {
   std::memcpy(&r, c2, sizeof r);
   return r;
 #else
-  return a * b + c;  // no FMA instruction on this target: always a multiply then an add
+  // x86 without FMA: always a multiply then an add. (Other architectures may contract this
+  // into an FMA; they do it the same way for every call, but that is the compiler's promise,
+  // not ours.)
+  return a * b + c;
 #endif
 }
 

@@ -2,9 +2,9 @@
 //
 // Batch invariance: every output element is computed by the same IEEE operations in the
 // same order whatever the number of tokens in the call, the element's place in a tile, or
-// the thread split; fused multiply-adds are explicit, never left to the compiler's choice. A
-// token's results therefore do not depend on what else is in the batch or on how its sequence was
-// chunked, which is what makes prefix caching bit-exact on the CPU.
+// the thread split; fused multiply-adds are explicit, never left to the compiler's choice.
+// A token's results therefore do not depend on what else is in the batch or on how its
+// sequence was chunked, which is what makes prefix caching bit-exact on the CPU.
 #pragma once
 
 #include <cstdint>
