@@ -4,11 +4,12 @@
 //   BM_Prefill/N: one sequence of N new tokens, logits for the last one.
 //   BM_Decode/B:  B sequences of context 256 decoding one token each.
 // items_per_second is tokens/s; bytes_per_second for decode counts the weights read once
-// per step (the memory-bandwidth floor).
+// per step (the memory-bandwidth floor). Threads: one per core, or CACHET_BENCH_THREADS.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -85,7 +86,11 @@ backend::Backend& shared_backend() {
     const auto config = qwen3_06b_config();
     const backend::KvCacheSpec kv{config.num_layers, config.num_kv_heads, config.head_dim,
                                   kBlockSize, 256};  // 4096 token slots, 0.9 GB
-    const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    // CACHET_BENCH_THREADS overrides the default of one thread per core.
+    const char* env = std::getenv("CACHET_BENCH_THREADS");
+    const int threads = env != nullptr
+                            ? std::max(1, std::atoi(env))
+                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     return backend::make_cpu_backend(config, random_weights(config), kv, threads);
   }();
   return *instance;

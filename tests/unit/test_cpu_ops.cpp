@@ -241,10 +241,10 @@ TEST(CpuOps, AttentionMatchesDenseAndIgnoresPaging) {
     for (std::int32_t pos : {0, 1, 30, 31, 32, 33, 64, 100}) {
       for (std::int32_t kvh = 0; kvh < kv_heads; ++kvh) {
         std::vector<float> out(group * head_dim);
-        attention(q.data(), group, pos, kv, kvh, scale, out.data());
+        attention(q.data(), 0, 1, group, pos, kv, kvh, scale, out.data(), 0);
         for (std::int32_t g = 0; g < group; ++g) {
           std::vector<float> alone(head_dim);
-          attention(q.data() + g * head_dim, 1, pos, kv, kvh, scale, alone.data());
+          attention(q.data() + g * head_dim, 0, 1, 1, pos, kv, kvh, scale, alone.data(), 0);
           ASSERT_EQ(0,
                     std::memcmp(alone.data(), out.data() + g * head_dim, head_dim * sizeof(float)));
           std::vector<double> s(pos + 1);
@@ -289,10 +289,41 @@ TEST(CpuOps, AttentionLargeGroup) {
   const PagedKv kv{k_pool.data(), v_pool.data(), table.data(), 1, 1, head_dim};
   const auto q = rng.vec(group * head_dim, 1.0f);
   std::vector<float> out(group * head_dim), alone(head_dim);
-  attention(q.data(), group, context - 1, kv, 0, 0.25f, out.data());
+  attention(q.data(), 0, 1, group, context - 1, kv, 0, 0.25f, out.data(), 0);
   for (std::int32_t g = 0; g < group; ++g) {
-    attention(q.data() + g * head_dim, 1, context - 1, kv, 0, 0.25f, alone.data());
+    attention(q.data() + g * head_dim, 0, 1, 1, context - 1, kv, 0, 0.25f, alone.data(), 0);
     ASSERT_EQ(0, std::memcmp(alone.data(), out.data() + g * head_dim, head_dim * sizeof(float)));
+  }
+}
+
+// Several consecutive tokens in one call (crossing 32-position windows, more tokens and
+// heads than one pass takes) give each (token, head) the bits it gets alone.
+TEST(CpuOps, AttentionTokensOfACallAreIndependent) {
+  Rng rng(7);
+  const std::int32_t head_dim = 24, kv_heads = 2, bs = 5, context = 90;
+  const std::int32_t blocks = (context + bs - 1) / bs;
+  std::vector<std::int32_t> table(blocks);
+  std::iota(table.rbegin(), table.rend(), 0);  // descending block ids
+  std::vector<float> k_pool(blocks * kv_heads * bs * head_dim), v_pool(k_pool.size());
+  for (auto& v : k_pool) v = rng.uniform(1.5f);
+  for (auto& v : v_pool) v = rng.uniform(1.0f);
+  const PagedKv kv{k_pool.data(), v_pool.data(), table.data(), kv_heads, bs, head_dim};
+  for (std::int32_t group : {1, 2, 7}) {
+    for (std::int32_t tokens : {1, 5, 8, 13}) {
+      const std::int32_t pos0 = 27, stride = group * head_dim + 3;
+      const auto q = rng.vec(tokens * stride, 1.5f);
+      std::vector<float> out(tokens * stride, -1.0f), alone(group * head_dim);
+      attention(q.data(), stride, tokens, group, pos0, kv, 1, 0.3f, out.data(), stride);
+      for (std::int32_t i = 0; i < tokens; ++i) {
+        attention(q.data() + i * stride, 0, 1, group, pos0 + i, kv, 1, 0.3f, alone.data(), 0);
+        ASSERT_EQ(0,
+                  std::memcmp(alone.data(), out.data() + i * stride, alone.size() * sizeof(float)))
+            << "group " << group << " tokens " << tokens << " token " << i;
+        for (std::int32_t pad = 0; pad < 3; ++pad) {
+          ASSERT_EQ(out[i * stride + group * head_dim + pad], -1.0f) << "wrote past the heads";
+        }
+      }
+    }
   }
 }
 

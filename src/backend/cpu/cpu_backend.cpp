@@ -99,7 +99,15 @@ class CpuBackend final : public Backend {
   std::vector<std::vector<float>> v_pools_;  // [layers][num_blocks, kv_heads, block_size, head_dim]
 
   // Scratch, grown to the largest batch seen and reused.
+  // Up to kQueryTile consecutive new tokens of one sequence, attended together.
+  struct QueryTile {
+    std::int32_t first_token;
+    std::int32_t num_tokens;
+  };
+  static constexpr std::int32_t kQueryTile = 8;
+
   std::vector<std::int32_t> token_seq_;  // [num_tokens] the sequence of each token
+  std::vector<QueryTile> query_tiles_;   // [<= num_tokens]
   std::vector<float> x_;                 // [num_tokens, hidden] residual stream
   std::vector<float> h_;                 // [num_tokens, hidden] normalized x
   std::vector<float> qkv_;               // [num_tokens, qkv_dim]
@@ -213,6 +221,12 @@ void CpuBackend::validate(const ForwardBatch& b) const {
                     "num_tokens = {}",
                     num_seqs + 1, num_tokens));
   }
+  for (std::int64_t s = 0; s < num_seqs; ++s) {
+    if (b.query_start[s + 1] < b.query_start[s]) {
+      fail_batch(fmt::format("query_start decreases at sequence {}: {} then {}", s,
+                             b.query_start[s], b.query_start[s + 1]));
+    }
+  }
   if (b.max_blocks_per_seq < 0 || std::ssize(b.block_tables) != num_seqs * b.max_blocks_per_seq) {
     fail_batch(
         fmt::format("block_tables has {} entries, expected num_seqs {} x "
@@ -223,9 +237,13 @@ void CpuBackend::validate(const ForwardBatch& b) const {
   for (std::int64_t s = 0; s < num_seqs; ++s) {
     const std::int64_t begin = b.query_start[s], end = b.query_start[s + 1];
     const std::int64_t context = b.context_lens[s];
-    if (end < begin || context < end - begin) {
+    if (context < end - begin) {
       fail_batch(
           fmt::format("sequence {}: query [{}, {}) with context_len {}", s, begin, end, context));
+    }
+    if (config_.max_position_embeddings > 0 && context > config_.max_position_embeddings) {
+      fail_batch(fmt::format("sequence {}: context_len {} exceeds max_position_embeddings {}", s,
+                             context, config_.max_position_embeddings));
     }
     const std::int64_t blocks = (context + bs - 1) / bs;
     if (blocks > b.max_blocks_per_seq) {
@@ -322,15 +340,16 @@ void CpuBackend::attend(const ForwardBatch& batch, std::int32_t l) {
     const ForwardBatch* batch;
     std::int32_t layer;
   } args{&batch, l};
-  // One item per (token, KV head): the K/V rows are read once for the whole GQA group.
-  const std::int64_t items = std::int64_t{batch.num_tokens()} * config_.num_kv_heads;
+  // One item per (query tile, KV head): a tile's tokens share each K/V window while it is in
+  // L1, and the whole GQA group shares each K/V row.
+  const std::int64_t items = std::ssize(query_tiles_) * config_.num_kv_heads;
   pool_.parallel_for(0, items, 1, [this, a = &args](std::int64_t i0, std::int64_t i1) {
     const ForwardBatch& b = *a->batch;
     const std::int32_t group = config_.num_heads / config_.num_kv_heads;
     for (std::int64_t i = i0; i < i1; ++i) {
-      const std::int64_t t = i / config_.num_kv_heads;
+      const QueryTile& tile = query_tiles_[i / config_.num_kv_heads];
       const std::int32_t kv_head = static_cast<std::int32_t>(i % config_.num_kv_heads);
-      const std::int32_t s = token_seq_[t];
+      const std::int32_t s = token_seq_[tile.first_token];
       const cpu::PagedKv kv{k_pools_[a->layer].data(),
                             v_pools_[a->layer].data(),
                             b.block_tables.data() + std::int64_t{s} * b.max_blocks_per_seq,
@@ -338,8 +357,9 @@ void CpuBackend::attend(const ForwardBatch& batch, std::int32_t l) {
                             kv_.block_size,
                             config_.head_dim};
       const std::int64_t head_offset = std::int64_t{kv_head} * group * head_dim_;
-      cpu::attention(qkv_.data() + t * qkv_dim_ + head_offset, group, b.positions[t], kv, kv_head,
-                     scale_, attn_.data() + t * q_dim_ + head_offset);
+      cpu::attention(qkv_.data() + tile.first_token * qkv_dim_ + head_offset, qkv_dim_,
+                     tile.num_tokens, group, b.positions[tile.first_token], kv, kv_head, scale_,
+                     attn_.data() + tile.first_token * q_dim_ + head_offset, q_dim_);
     }
   });
 }
@@ -353,11 +373,16 @@ void CpuBackend::forward(const ForwardBatch& batch, std::vector<float>& logits) 
   if (num_tokens == 0) return;
 
   grow_scratch(num_tokens, num_logits);
-  std::int32_t max_pos = 0;
+  std::int64_t max_pos = 0;
+  query_tiles_.clear();
   for (std::int32_t s = 0; s < batch.num_seqs(); ++s) {
-    for (std::int32_t t = batch.query_start[s]; t < batch.query_start[s + 1]; ++t) {
+    const std::int32_t begin = batch.query_start[s], end = batch.query_start[s + 1];
+    for (std::int32_t t = begin; t < end; ++t) {
       token_seq_[t] = s;
-      max_pos = std::max(max_pos, batch.positions[t]);
+      max_pos = std::max<std::int64_t>(max_pos, batch.positions[t]);
+    }
+    for (std::int32_t t = begin; t < end; t += kQueryTile) {
+      query_tiles_.push_back({t, std::min(kQueryTile, end - t)});
     }
   }
   rope_.ensure(max_pos + 1);

@@ -58,7 +58,10 @@ inline Vec fmadd(const Vec& a, const Vec& b, const Vec& c) {
   std::memcpy(&r, c2, sizeof r);
   return r;
 #else
-  return a * b + c;  // no FMA instruction on this target: always a multiply then an add
+  // x86 without FMA: always a multiply then an add. (Other architectures may contract this
+  // into an FMA; they do it the same way for every call, but that is the compiler's promise,
+  // not ours.)
+  return a * b + c;
 #endif
 }
 
@@ -80,20 +83,6 @@ inline float dot_inline(const float* a, const float* b, std::int64_t n) {
   for (; k + kLanes <= n; k += kLanes) acc = fmadd(load(a + k), load(b + k), acc);
   if (k < n) acc = fmadd(load_partial(a + k, n - k), load_partial(b + k, n - k), acc);
   return hsum(acc);
-}
-
-// y[i] = y[i] + a * x[i] with one fmadd per element.
-inline void axpy(float a, const float* x, float* y, std::int64_t n) {
-  const Vec av = Vec{} + a;
-  std::int64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes) {
-    const Vec r = fmadd(av, load(x + k), load(y + k));
-    std::memcpy(y + k, &r, sizeof r);
-  }
-  if (k < n) {
-    const Vec r = fmadd(av, load_partial(x + k, n - k), load_partial(y + k, n - k));
-    std::memcpy(y + k, &r, static_cast<std::size_t>(n - k) * sizeof(float));
-  }
 }
 
 // Pins a vector in a register. Without it GCC folds the weight loads into the FMAs as
@@ -154,6 +143,39 @@ using DotTileFn = void (*)(const float* const*, const float* const*, std::int64_
 // Indexed by the number of tokens in the tile, 1..kMaxTileTokens.
 constexpr DotTileFn kDotTiles[kMaxTileTokens + 1] = {
     nullptr, dot_tile<1>, dot_tile<2>, dot_tile<3>, dot_tile<4>, dot_tile<5>, dot_tile<6>};
+
+// Attention's P·V: for each head h < kHeads, y[h][d] += sum_j a[h][j] * x[j][d] over
+// j = 0, 1, ... n-1 in order, one fmadd per term. Each 16-lane chunk of every y[h] stays in a
+// register across the n rows of x, and each x chunk is loaded once for all heads.
+//   a: [kHeads][kWindow] weights   x: [n] row pointers, [dim] each   y: [kHeads, dim]
+constexpr int kWindow = 32;
+
+template <int kHeads>
+void weighted_sum(const float (*a)[kWindow], const float* const* x, std::int32_t n, float* y,
+                  std::int64_t dim) {
+  for (std::int64_t d = 0; d < dim; d += kLanes) {
+    const std::int64_t width = std::min(kLanes, dim - d);
+    Vec acc[kHeads];
+#pragma GCC unroll 8
+    for (int h = 0; h < kHeads; ++h) acc[h] = load_partial(y + h * dim + d, width);
+    for (std::int32_t j = 0; j < n; ++j) {
+      const Vec v = width == kLanes ? load(x[j] + d) : load_partial(x[j] + d, width);
+#pragma GCC unroll 8
+      for (int h = 0; h < kHeads; ++h) acc[h] = fmadd(Vec{} + a[h][j], v, acc[h]);
+    }
+#pragma GCC unroll 8
+    for (int h = 0; h < kHeads; ++h) {
+      std::memcpy(y + h * dim + d, &acc[h], static_cast<std::size_t>(width) * sizeof(float));
+    }
+  }
+}
+
+using WeightedSumFn = void (*)(const float (*)[kWindow], const float* const*, std::int32_t, float*,
+                               std::int64_t);
+// Indexed by the number of heads, 1..kMaxTileTokens.
+constexpr WeightedSumFn kWeightedSums[kMaxTileTokens + 1] = {
+    nullptr,         weighted_sum<1>, weighted_sum<2>, weighted_sum<3>,
+    weighted_sum<4>, weighted_sum<5>, weighted_sum<6>};
 
 struct MatmulArgs {
   const float* x;  // [num_tokens, in_dim]
@@ -276,11 +298,9 @@ std::vector<double> rope_inv_freq(std::int32_t head_dim, double theta,
 RopeTable::RopeTable(std::int32_t head_dim, std::vector<double> inv_freq)
     : half_(head_dim / 2), inv_freq_(std::move(inv_freq)) {}
 
-void RopeTable::ensure(std::int32_t num_positions) {
+void RopeTable::ensure(std::int64_t num_positions) {
   if (num_positions <= num_positions_) return;
-  const std::int64_t target = std::max<std::int64_t>(
-      num_positions, std::min<std::int64_t>(std::int64_t{num_positions_} * 2,
-                                            std::numeric_limits<std::int32_t>::max()));
+  const std::int64_t target = std::max(num_positions, num_positions_ * 2);
   cos_.resize(static_cast<std::size_t>(target * half_));
   sin_.resize(static_cast<std::size_t>(target * half_));
   for (std::int64_t pos = num_positions_; pos < target; ++pos) {
@@ -290,7 +310,7 @@ void RopeTable::ensure(std::int32_t num_positions) {
       sin_[pos * half_ + i] = static_cast<float>(std::sin(angle));
     }
   }
-  num_positions_ = static_cast<std::int32_t>(target);
+  num_positions_ = target;
 }
 
 void rope_apply(float* x, const float* cos, const float* sin, std::int32_t half) {
@@ -303,60 +323,88 @@ void rope_apply(float* x, const float* cos, const float* sin, std::int32_t half)
   }
 }
 
-void attention(const float* q, std::int32_t num_q_heads, std::int32_t pos, const PagedKv& kv,
-               std::int32_t kv_head, float scale, float* out) {
-  constexpr std::int32_t kWindow = 32;
-  constexpr std::int32_t kMaxHeads = 8;
+void attention(const float* q, std::int64_t q_stride, std::int32_t num_tokens,
+               std::int32_t num_q_heads, std::int32_t pos0, const PagedKv& kv, std::int32_t kv_head,
+               float scale, float* out, std::int64_t out_stride) {
+  constexpr std::int32_t kMaxHeads = kMaxTileTokens;  // query heads per dot_tile call
+  constexpr std::int32_t kMaxTokens = 8;              // per-(token, head) state on the stack
   const std::int32_t hd = kv.head_dim;
-  // More heads than kMaxHeads (an MQA-like model) take several passes over the K/V.
-  for (std::int32_t h0 = 0; h0 < num_q_heads; h0 += kMaxHeads) {
-    const std::int32_t heads = std::min(kMaxHeads, num_q_heads - h0);
-    const float* qg = q + std::int64_t{h0} * hd;  // [heads, hd]
-    float* og = out + std::int64_t{h0} * hd;      // [heads, hd], sum of e_j * v_j until the end
-    float running_max[kMaxHeads], running_sum[kMaxHeads];
-    std::fill_n(running_max, heads, -std::numeric_limits<float>::infinity());
-    std::fill_n(running_sum, heads, 0.0f);
-    std::fill(og, og + std::int64_t{heads} * hd, 0.0f);
-    float scores[kMaxHeads][kWindow];
-    const float* k_rows[kWindow];
-    const float* v_rows[kWindow];
-    for (std::int32_t w0 = 0; w0 <= pos; w0 += kWindow) {
-      const std::int32_t n = std::min(kWindow, pos + 1 - w0);
-      // Walk the block table instead of dividing per position.
-      std::int32_t block = w0 / kv.block_size, in_block = w0 % kv.block_size;
-      for (std::int32_t j = 0; j < n; ++j) {
-        const std::int64_t offset =
-            ((std::int64_t{kv.block_table[block]} * kv.num_kv_heads + kv_head) * kv.block_size +
-             in_block) *
-            hd;
-        k_rows[j] = kv.k_pool + offset;
-        v_rows[j] = kv.v_pool + offset;
-        if (++in_block == kv.block_size) in_block = 0, ++block;
+  // Larger calls take several passes over the K/V.
+  for (std::int32_t t0 = 0; t0 < num_tokens; t0 += kMaxTokens) {
+    for (std::int32_t h0 = 0; h0 < num_q_heads; h0 += kMaxHeads) {
+      const std::int32_t tokens = std::min(kMaxTokens, num_tokens - t0);
+      const std::int32_t heads = std::min(kMaxHeads, num_q_heads - h0);
+      // Rows of token i, heads [h0, h0 + heads): [heads, hd] each.
+      const auto q_of = [&](std::int32_t i) { return q + (t0 + i) * q_stride + h0 * hd; };
+      const auto out_of = [&](std::int32_t i) { return out + (t0 + i) * out_stride + h0 * hd; };
+      float running_max[kMaxTokens][kMaxHeads], running_sum[kMaxTokens][kMaxHeads];
+      for (std::int32_t i = 0; i < tokens; ++i) {
+        std::fill_n(running_max[i], heads, -std::numeric_limits<float>::infinity());
+        std::fill_n(running_sum[i], heads, 0.0f);
+        std::fill_n(out_of(i), std::int64_t{heads} * hd, 0.0f);  // sum of e_j * v_j till the end
       }
-      for (std::int32_t h = 0; h < heads; ++h) {
-        float window_max = -std::numeric_limits<float>::infinity();
-        for (std::int32_t j = 0; j < n; ++j) {
-          scores[h][j] = dot_inline(qg + std::int64_t{h} * hd, k_rows[j], hd) * scale;
-          window_max = std::max(window_max, scores[h][j]);
+      float scores[kMaxHeads][kWindow];
+      float weights[kMaxHeads][kWindow];
+      float tile[kMaxHeads * kTileRows];
+      const float* k_rows[kWindow];
+      const float* v_rows[kWindow];
+      const std::int32_t last_pos = pos0 + t0 + tokens - 1;
+      for (std::int32_t w0 = 0; w0 <= last_pos; w0 += kWindow) {
+        // Walk the block table once per window instead of dividing per position.
+        const std::int32_t window = std::min(kWindow, last_pos + 1 - w0);
+        std::int32_t block = w0 / kv.block_size, in_block = w0 % kv.block_size;
+        for (std::int32_t j = 0; j < window; ++j) {
+          const std::int64_t offset =
+              ((std::int64_t{kv.block_table[block]} * kv.num_kv_heads + kv_head) * kv.block_size +
+               in_block) *
+              hd;
+          k_rows[j] = kv.k_pool + offset;
+          v_rows[j] = kv.v_pool + offset;
+          if (++in_block == kv.block_size) in_block = 0, ++block;
         }
-        float* oh = og + std::int64_t{h} * hd;
-        if (window_max > running_max[h]) {
-          // Rescale what was summed against the old max (exp(-inf) = 0 the first time).
-          const float alpha = std::exp(running_max[h] - window_max);
-          running_sum[h] *= alpha;
-          for (std::int32_t d = 0; d < hd; ++d) oh[d] *= alpha;
-          running_max[h] = window_max;
-        }
-        for (std::int32_t j = 0; j < n; ++j) {
-          const float e = std::exp(scores[h][j] - running_max[h]);
-          running_sum[h] += e;
-          axpy(e, v_rows[j], oh, hd);
+        // Every token of the call reuses this window's K/V while it is in L1.
+        for (std::int32_t i = 0; i < tokens; ++i) {
+          const std::int32_t n = std::min(kWindow, pos0 + t0 + i + 1 - w0);
+          if (n <= 0) continue;  // the window starts after this token
+          const float* q_rows[kMaxHeads];
+          for (std::int32_t h = 0; h < heads; ++h) q_rows[h] = q_of(i) + std::int64_t{h} * hd;
+          // Scores of all heads against kTileRows keys per call; a partial call repeats the
+          // last key and drops the extra scores.
+          for (std::int32_t j0 = 0; j0 < n; j0 += kTileRows) {
+            const float* keys[kTileRows];
+            for (std::int32_t r = 0; r < kTileRows; ++r) keys[r] = k_rows[std::min(j0 + r, n - 1)];
+            kDotTiles[heads](q_rows, keys, hd, tile);
+            for (std::int32_t h = 0; h < heads; ++h) {
+              for (std::int32_t r = 0; r < kTileRows && j0 + r < n; ++r) {
+                scores[h][j0 + r] = tile[h * kTileRows + r] * scale;
+              }
+            }
+          }
+          float* og = out_of(i);
+          for (std::int32_t h = 0; h < heads; ++h) {
+            const float window_max = *std::max_element(scores[h], scores[h] + n);
+            if (window_max > running_max[i][h]) {
+              // Rescale what was summed against the old max (exp(-inf) = 0 the first time).
+              const float alpha = std::exp(running_max[i][h] - window_max);
+              running_sum[i][h] *= alpha;
+              for (std::int32_t d = 0; d < hd; ++d) og[std::int64_t{h} * hd + d] *= alpha;
+              running_max[i][h] = window_max;
+            }
+            for (std::int32_t j = 0; j < n; ++j) {
+              weights[h][j] = std::exp(scores[h][j] - running_max[i][h]);
+              running_sum[i][h] += weights[h][j];
+            }
+          }
+          kWeightedSums[heads](weights, v_rows, n, og, hd);
         }
       }
-    }
-    for (std::int32_t h = 0; h < heads; ++h) {
-      const float inv_sum = 1.0f / running_sum[h];
-      for (std::int32_t d = 0; d < hd; ++d) og[std::int64_t{h} * hd + d] *= inv_sum;
+      for (std::int32_t i = 0; i < tokens; ++i) {
+        for (std::int32_t h = 0; h < heads; ++h) {
+          const float inv_sum = 1.0f / running_sum[i][h];
+          float* oh = out_of(i) + std::int64_t{h} * hd;
+          for (std::int32_t d = 0; d < hd; ++d) oh[d] *= inv_sum;
+        }
+      }
     }
   }
 }

@@ -2,9 +2,9 @@
 //
 // Batch invariance: every output element is computed by the same IEEE operations in the
 // same order whatever the number of tokens in the call, the element's place in a tile, or
-// the thread split; fused multiply-adds are explicit, never left to the compiler's choice. A
-// token's results therefore do not depend on what else is in the batch or on how its sequence was
-// chunked, which is what makes prefix caching bit-exact on the CPU.
+// the thread split; fused multiply-adds are explicit, never left to the compiler's choice.
+// A token's results therefore do not depend on what else is in the batch or on how its
+// sequence was chunked, which is what makes prefix caching bit-exact on the CPU.
 #pragma once
 
 #include <cstdint>
@@ -49,7 +49,7 @@ class RopeTable {
   RopeTable(std::int32_t head_dim, std::vector<double> inv_freq);
   // Makes positions [0, num_positions) available. Not thread-safe; call before the
   // parallel part of a step.
-  void ensure(std::int32_t num_positions);
+  void ensure(std::int64_t num_positions);
   std::int32_t half() const { return half_; }
   const float* cos(std::int32_t pos) const { return cos_.data() + std::int64_t{pos} * half_; }
   const float* sin(std::int32_t pos) const { return sin_.data() + std::int64_t{pos} * half_; }
@@ -57,7 +57,7 @@ class RopeTable {
  private:
   std::int32_t half_;
   std::vector<double> inv_freq_;  // [half]
-  std::int32_t num_positions_ = 0;
+  std::int64_t num_positions_ = 0;
   std::vector<float> cos_, sin_;  // [num_positions, half] each
 };
 
@@ -83,13 +83,17 @@ struct PagedKv {
   }
 };
 
-// Causal attention of the query heads of one GQA group (all sharing `kv_head`) for a token
-// at position `pos`, over positions [0, pos] of its sequence read through the block table in
-// increasing order: softmax(q·k * scale) · v in fp32, with a running (online) max and sum
-// over fixed 32-position windows aligned to position 0. A head's result depends only on its
-// q, pos and the cached K/V, not on the other heads of the call.
-//   q: [num_q_heads, head_dim]   out: [num_q_heads, head_dim]
-void attention(const float* q, std::int32_t num_q_heads, std::int32_t pos, const PagedKv& kv,
-               std::int32_t kv_head, float scale, float* out);
+// Causal attention of `num_tokens` consecutive tokens of one sequence, at positions pos0,
+// pos0 + 1, ..., for the query heads of one GQA group (all sharing `kv_head`). A token at
+// position p attends to positions [0, p] read through the block table in increasing order:
+// softmax(q·k * scale) · v in fp32 with a running (online) max and sum over fixed 32-position
+// windows aligned to position 0. The result of a (token, head) depends only on its q, its
+// position and the cached K/V, never on the other tokens or heads of the call: taking
+// several tokens only lets them share each window's K/V while it is in L1.
+//   q:   token i's heads [num_q_heads, head_dim] start at q + i * q_stride
+//   out: token i's heads [num_q_heads, head_dim] start at out + i * out_stride
+void attention(const float* q, std::int64_t q_stride, std::int32_t num_tokens,
+               std::int32_t num_q_heads, std::int32_t pos0, const PagedKv& kv, std::int32_t kv_head,
+               float scale, float* out, std::int64_t out_stride);
 
 }  // namespace cachet::backend::cpu
