@@ -1,5 +1,6 @@
 #include "backend/cpu/cpu_backend.h"
 
+#include <cstdlib>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -63,7 +64,7 @@ class CpuBackend final : public Backend {
     if (layer < 0 || layer >= static_cast<std::int32_t>(pools.size())) {
       fail_setup(ErrorCode::kInvalidArgument, fmt::format("no KV layer {}", layer));
     }
-    return pools[layer];
+    return {pools[layer].data.get(), pools[layer].size};
   }
 
  private:
@@ -95,8 +96,17 @@ class CpuBackend final : public Backend {
   util::ThreadPool pool_;
   cpu::RopeTable rope_;
 
-  std::vector<std::vector<float>> k_pools_;  // [layers][num_blocks, kv_heads, block_size, head_dim]
-  std::vector<std::vector<float>> v_pools_;  // [layers][num_blocks, kv_heads, block_size, head_dim]
+  // calloc'd: a large allocation comes as fresh zero pages of the OS, so the KV cache costs
+  // neither time nor resident memory until blocks are written.
+  struct FreeDeleter {
+    void operator()(float* p) const { std::free(p); }
+  };
+  struct KvPool {
+    std::unique_ptr<float[], FreeDeleter> data;
+    std::size_t size = 0;
+  };
+  std::vector<KvPool> k_pools_;  // [layers][num_blocks, kv_heads, block_size, head_dim]
+  std::vector<KvPool> v_pools_;  // [layers][num_blocks, kv_heads, block_size, head_dim]
 
   // Scratch, grown to the largest batch seen and reused.
   // Up to kQueryTile consecutive new tokens of one sequence, attended together.
@@ -198,8 +208,13 @@ CpuBackend::CpuBackend(const model::ModelConfig& config, model::ModelWeights wei
   const std::int64_t pool_size =
       kv.num_blocks * std::int64_t{kv.num_kv_heads} * kv.block_size * kv.head_dim;
   try {
-    k_pools_.assign(static_cast<std::size_t>(c.num_layers), std::vector<float>(pool_size));
-    v_pools_.assign(static_cast<std::size_t>(c.num_layers), std::vector<float>(pool_size));
+    for (auto* pools : {&k_pools_, &v_pools_}) {
+      for (std::int32_t l = 0; l < c.num_layers; ++l) {
+        auto* p = static_cast<float*>(std::calloc(std::max<std::size_t>(1, static_cast<std::size_t>(pool_size)), sizeof(float)));
+        if (p == nullptr) throw std::bad_alloc();
+        pools->push_back({std::unique_ptr<float[], FreeDeleter>(p), static_cast<std::size_t>(pool_size)});
+      }
+    }
   } catch (const std::bad_alloc&) {
     fail_setup(ErrorCode::kOutOfMemory,
                fmt::format("cannot allocate the KV cache: {} blocks of {} bytes", kv.num_blocks,
@@ -328,8 +343,8 @@ void CpuBackend::prepare_qkv(const ForwardBatch& batch, std::int32_t l) {
         if (config_.qk_norm) cpu::rmsnorm_row(kh, layer.k_norm.data(), head_dim_, eps_, kh);
         cpu::rope_apply(kh, cos, sin, half);
         const std::int64_t dst = ((block * config_.num_kv_heads + h) * bs + offset) * head_dim_;
-        std::memcpy(k_pools_[a->layer].data() + dst, kh, sizeof(float) * head_dim_);
-        std::memcpy(v_pools_[a->layer].data() + dst, v + h * head_dim_, sizeof(float) * head_dim_);
+        std::memcpy(k_pools_[a->layer].data.get() + dst, kh, sizeof(float) * head_dim_);
+        std::memcpy(v_pools_[a->layer].data.get() + dst, v + h * head_dim_, sizeof(float) * head_dim_);
       }
     }
   });
@@ -350,8 +365,8 @@ void CpuBackend::attend(const ForwardBatch& batch, std::int32_t l) {
       const QueryTile& tile = query_tiles_[i / config_.num_kv_heads];
       const std::int32_t kv_head = static_cast<std::int32_t>(i % config_.num_kv_heads);
       const std::int32_t s = token_seq_[tile.first_token];
-      const cpu::PagedKv kv{k_pools_[a->layer].data(),
-                            v_pools_[a->layer].data(),
+      const cpu::PagedKv kv{k_pools_[a->layer].data.get(),
+                            v_pools_[a->layer].data.get(),
                             b.block_tables.data() + std::int64_t{s} * b.max_blocks_per_seq,
                             config_.num_kv_heads,
                             kv_.block_size,
