@@ -9,8 +9,11 @@ cmake --build --preset "$PRESET" --target cachet_cli
 CACHET=build/$PRESET/bin/cachet
 MODEL=${CACHET_DEMO_MODEL:-models/demo-qwen3-medium}
 if [ ! -f "$MODEL/config.json" ]; then
-  "$CACHET" make-model --arch qwen3 --preset medium --dtype bf16 --seed 7 --out "$MODEL"
+  # Random weights with Qwen3's real tokenizer: the pipeline is real, the words are noise.
+  "$CACHET" make-model --arch qwen3 --preset medium --dtype bf16 --seed 7 \
+    --tokenizer tests/data/tokenizers/qwen3 --out "$MODEL"
 fi
-# Random weights: the output is token ids, not text (text arrives with the tokenizer).
+# Three prompts share a system prompt: the prefix cache computes it once (see the
+# "from the prefix cache" counts and the stats printed at the end).
 exec "$CACHET" generate --model "$MODEL" --prompts-file examples/demo_prompts.jsonl \
-  --max-tokens 32 --temperature 0 --ignore-eos "$@"
+  --max-tokens 24 --temperature 0 --ignore-eos --stats "$@"

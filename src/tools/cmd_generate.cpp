@@ -179,8 +179,8 @@ Runner add_generate_command(CLI::App& app) {
                  outputs.size(), failed, info.backend, info.num_threads, prompt_tokens, generated, wall_s,
                  wall_s > 0 ? generated / wall_s : 0.0);
     }
-    if (a->print_stats) fmt::print(stderr, "{}\n", stats_json(engine.stats()).dump(2));
     std::fflush(stdout);
+    if (a->print_stats) fmt::print(stderr, "{}\n", stats_json(engine.stats()).dump(2));
     return failed > 0 ? 1 : 0;
   };
 }
