@@ -38,10 +38,10 @@ struct TokenLogprob {
 struct Request {
   std::vector<TokenId> prompt_token_ids;
   SamplingParams params;
-  std::string prompt;  // text, used when prompt_token_ids is empty
   // Requests share cached K/V only when their salts are equal (tenant isolation). Empty is a
   // salt like any other.
   std::string cache_salt;
+  std::string prompt;  // text, used when prompt_token_ids is empty (giving both is an error)
 };
 
 // Identifies a submitted request; unique for the engine's lifetime.

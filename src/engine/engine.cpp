@@ -161,6 +161,13 @@ Engine::Impl::~Impl() {
 }
 
 void Engine::Impl::deliver(std::vector<engine::Delivery> deliveries) {
+  {
+    // A request is over for abort() as soon as the core has finished it, before any of this
+    // batch's callbacks run (one of them may be waiting to abort it).
+    std::lock_guard lock(mutex);
+    for (const auto& d : deliveries)
+      if (d.update.finished) live.erase(d.update.id);
+  }
   for (auto& d : deliveries) {
     if (*d.callback) {
       try {
@@ -170,10 +177,6 @@ void Engine::Impl::deliver(std::vector<engine::Delivery> deliveries) {
       } catch (...) {
         util::logger().error("request {}: callback threw", d.update.id);
       }
-    }
-    if (d.update.finished) {
-      std::lock_guard lock(mutex);
-      live.erase(d.update.id);
     }
   }
 }

@@ -44,14 +44,24 @@ void Scheduler::schedule_running(Step& step, std::int32_t& budget) {
       bool ok = true;
       while (!kv_.grow(seq->kv, seq->num_computed + n)) {
         if (running_.size() == 1) {
+          // Released now, not when the caller finishes it: admission below must see the
+          // pool as empty as it is.
+          kv_.free(seq->kv);
           running_.clear();
           step.unservable.push_back(seq);
           ok = false;
           break;
         }
-        // Victims come from the back; everything scheduled so far sits before index i.
-        Sequence* victim = running_.back();
-        running_.pop_back();
+        // The latest arrival not yet scheduled in this step gives its blocks up (possibly
+        // `seq` itself, which always qualifies). In the decode pass every sequence before
+        // index i is scheduled or a prefill; in the prefill pass every scheduled decode may
+        // sit anywhere, so the search must skip them. Either way the victim is at or
+        // after index i, so removing it never shifts `seq`.
+        auto victim_it = std::find_if(running_.rbegin(), running_.rend(), [&](const Sequence* s) {
+          return std::none_of(step.seqs.begin(), step.seqs.end(), [&](const ScheduledSeq& e) { return e.seq == s; });
+        });
+        Sequence* victim = *victim_it;
+        running_.erase(std::next(victim_it).base());
         preempt(*victim);
         if (victim == seq) {
           ok = false;
@@ -92,7 +102,8 @@ void Scheduler::order_cache_aware() {
 }
 
 void Scheduler::admit_waiting(Step& step, std::int32_t& budget) {
-  if (waiting_.empty() || budget <= 0) return;
+  // Nothing can be admitted at max_num_seqs: skip the pending set and the cache-aware ranking.
+  if (waiting_.empty() || budget <= 0 || static_cast<std::int32_t>(running_.size()) >= config_.max_num_seqs) return;
   if (config_.policy == SchedulePolicy::kCacheAware) order_cache_aware();
 
   // Full blocks that running sequences are about to compute: a waiting sequence whose next

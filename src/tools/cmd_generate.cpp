@@ -149,7 +149,7 @@ Runner add_generate_command(CLI::App& app) {
       requests = read_requests_file(a->prompts_file, a->params);
     } else {
       for (const auto& list : a->prompt_ids) requests.push_back({parse_id_list(list), a->params, {}, {}});
-      for (const auto& text : a->prompts) requests.push_back({{}, a->params, text, {}});
+      for (const auto& text : a->prompts) requests.push_back({{}, a->params, {}, text});
     }
     if (requests.empty()) throw Error(ErrorCode::kInvalidArgument, "no prompt given: use --prompt-ids or --prompts-file");
     if (seed->count() > 0)

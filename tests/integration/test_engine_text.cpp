@@ -88,7 +88,7 @@ TEST_F(EngineTextTest, TextPromptIsTheTokenizersIdsAndOutputTextIsTheDecodedIds)
   ASSERT_NE(tok, nullptr);
   const std::string text = "<|im_start|>user\nWhat is a prefix cache? Answer briefly.<|im_end|>\n";
   auto ids = tok->encode(text, true);
-  auto by_text = engine_->generate({Request{{}, greedy(24), text, {}}})[0];
+  auto by_text = engine_->generate({Request{{}, greedy(24), {}, text}})[0];
   auto by_ids = engine_->generate({Request{ids, greedy(24), {}, {}}})[0];
   ASSERT_EQ(by_text.finish_reason, FinishReason::kLength) << by_text.error;
   EXPECT_EQ(by_text.prompt_token_ids, ids);
@@ -102,7 +102,7 @@ TEST_F(EngineTextTest, StreamedPiecesAreWholeCharactersAndConcatenateToTheText) 
     SamplingParams p = greedy(40);
     p.temperature = 1.0f;
     p.seed = seed;
-    auto [out, pieces] = stream(Request{{}, p, "Streaming test " + std::to_string(seed), {}});
+    auto [out, pieces] = stream(Request{{}, p, {}, "Streaming test " + std::to_string(seed)});
     ASSERT_EQ(out.finish_reason, FinishReason::kLength) << out.error;
     std::string joined;
     for (const auto& piece : pieces) {
@@ -116,7 +116,7 @@ TEST_F(EngineTextTest, StreamedPiecesAreWholeCharactersAndConcatenateToTheText) 
 
 TEST_F(EngineTextTest, StopStringsEndTheRequestAcrossTokenBoundariesAndAreCutFromTheText) {
   const Tokenizer* tok = engine_->tokenizer();
-  Request r{{}, greedy(48), "Tell me about caches.", {}};
+  Request r{{}, greedy(48), {}, "Tell me about caches."};
   r.params.temperature = 1.0f;  // greedy random weights loop on one token; a seed keeps it reproducible
   r.params.seed = 3;
   auto free_run = engine_->generate({r})[0];
@@ -155,8 +155,8 @@ TEST_F(EngineTextTest, StopStringsEndTheRequestAcrossTokenBoundariesAndAreCutFro
 TEST_F(EngineTextTest, TextRequestErrorsFailAlone) {
   SamplingParams bad_stop = greedy(4);
   bad_stop.stop = {""};
-  auto outputs = engine_->generate({Request{{}, greedy(4), "ok", {}}, Request{{}, bad_stop, "x", {}},
-                                    Request{{1, 2}, greedy(4), "both", {}}, Request{{}, greedy(4), "", {}}});
+  auto outputs = engine_->generate({Request{{}, greedy(4), {}, "ok"}, Request{{}, bad_stop, {}, "x"},
+                                    Request{{1, 2}, greedy(4), {}, "both"}, Request{{}, greedy(4), {}, ""}});
   EXPECT_EQ(outputs[0].finish_reason, FinishReason::kLength);
   EXPECT_THAT(outputs[1].error, HasSubstr("stop[0]"));
   EXPECT_THAT(outputs[2].error, HasSubstr("not both"));
@@ -175,7 +175,7 @@ TEST(EngineTextNoTokenizer, TextPromptsAndStopStringsNeedATokenizer) {
   EXPECT_EQ(engine.tokenizer(), nullptr);
   SamplingParams p;
   p.stop = {"x"};
-  auto outputs = engine.generate({Request{{}, {}, "hello", {}}, Request{{1, 2}, p, {}, {}}});
+  auto outputs = engine.generate({Request{{}, {}, {}, "hello"}, Request{{1, 2}, p, {}, {}}});
   EXPECT_THAT(outputs[0].error, HasSubstr("tokenizer.json"));
   EXPECT_THAT(outputs[1].error, HasSubstr("tokenizer.json"));
   EXPECT_TRUE(outputs[0].text.empty());
