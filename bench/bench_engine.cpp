@@ -38,17 +38,20 @@ std::vector<cachet::TokenId> tokens(int n, int vocab, std::uint64_t seed) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::map<std::string, std::string> args = {{"--preset", "qwen3-0.6b"}, {"--arch", "qwen3"}, {"--prompt-len", "512"},
-                                             {"--reps", "5"}, {"--threads", "0"}, {"--decode-tokens", "32"}};
+  std::map<std::string, std::string> args = {{"--preset", "qwen3-0.6b"}, {"--arch", "qwen3"},
+                                             {"--prompt-len", "512"},    {"--reps", "5"},
+                                             {"--threads", "0"},         {"--decode-tokens", "32"}};
   for (int i = 1; i + 1 < argc; i += 2) args[argv[i]] = argv[i + 1];
   const int prompt_len = std::stoi(args["--prompt-len"]);
   const int reps = std::stoi(args["--reps"]);
   const int decode_tokens = std::stoi(args["--decode-tokens"]);
-  const std::map<std::string, cachet::model::Arch> archs = {
-      {"llama", cachet::model::Arch::kLlama}, {"qwen2", cachet::model::Arch::kQwen2}, {"qwen3", cachet::model::Arch::kQwen3}};
+  const std::map<std::string, cachet::model::Arch> archs = {{"llama", cachet::model::Arch::kLlama},
+                                                            {"qwen2", cachet::model::Arch::kQwen2},
+                                                            {"qwen3", cachet::model::Arch::kQwen3}};
 
   const char* tmp = std::getenv("TMPDIR");
-  std::filesystem::path dir = std::filesystem::path(tmp ? tmp : "/tmp") / ("cachet-bench-" + args["--arch"] + "-" + args["--preset"]);
+  std::filesystem::path dir = std::filesystem::path(tmp ? tmp : "/tmp") /
+                              ("cachet-bench-" + args["--arch"] + "-" + args["--preset"]);
   if (!std::filesystem::exists(dir / "config.json")) {
     fmt::print(stderr, "making {} ...\n", dir.string());
     cachet::model::MakeModelOptions o;
@@ -73,8 +76,9 @@ int main(int argc, char** argv) {
   cachet::Engine on = make_engine(true);
   cachet::Engine off = make_engine(false);
   const int vocab = on.info().vocab_size;
-  fmt::print("model {} {} ({} layers), {} threads, prompt {} tokens, {} repetitions (median)\n", args["--arch"],
-             args["--preset"], on.info().num_layers, on.info().num_threads, prompt_len, reps);
+  fmt::print("model {} {} ({} layers), {} threads, prompt {} tokens, {} repetitions (median)\n",
+             args["--arch"], args["--preset"], on.info().num_layers, on.info().num_threads,
+             prompt_len, reps);
 
   // Prefill and decode throughput (cache off: every prompt computed).
   cachet::SamplingParams p;
@@ -116,7 +120,8 @@ int main(int argc, char** argv) {
     ttft_off.push_back(b.ttft_ms);
   }
   const double on_ms = median(ttft_on), off_ms = median(ttft_off);
-  fmt::print("TTFT, {}-token prefix cached ({} tokens hit): {:8.1f} ms\n", prompt_len, cached, on_ms);
+  fmt::print("TTFT, {}-token prefix cached ({} tokens hit): {:8.1f} ms\n", prompt_len, cached,
+             on_ms);
   fmt::print("TTFT, same request, prefix cache off:          {:8.1f} ms\n", off_ms);
   fmt::print("TTFT ratio off/on: {:.1f}x\n", off_ms / on_ms);
   return 0;

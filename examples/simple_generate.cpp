@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   auto outputs = engine.generate({{1, 2, 3, 4}, {1, 2, 3, 5}}, params);
   for (const auto& out : outputs) {
     for (auto id : out.token_ids) std::printf("%d ", id);
-    std::printf("(%s, first token after %.1f ms)\n", cachet::to_string(out.finish_reason).data(), out.ttft_ms);
+    std::printf("(%s, first token after %.1f ms)\n", cachet::to_string(out.finish_reason).data(),
+                out.ttft_ms);
   }
 }

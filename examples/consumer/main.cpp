@@ -17,7 +17,8 @@ int main(int argc, char** argv) {
     params.max_tokens = 4;
     params.ignore_eos = true;
     auto outputs = engine.generate({{1, 2, 3}}, params);
-    std::printf("consumer: %s generated %zu tokens:", engine.info().architecture.c_str(), outputs[0].token_ids.size());
+    std::printf("consumer: %s generated %zu tokens:", engine.info().architecture.c_str(),
+                outputs[0].token_ids.size());
     for (auto id : outputs[0].token_ids) std::printf(" %d", id);
     std::printf("\n");
     return outputs[0].token_ids.size() == 4 ? 0 : 1;

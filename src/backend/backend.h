@@ -30,8 +30,8 @@ struct KvCacheSpec {
 // in the cache (a cached prefix or an earlier prefill chunk), reached through its row of
 // block_tables. A token at position p attends to positions [0, p] of its own sequence.
 struct ForwardBatch {
-  std::vector<TokenId> token_ids;       // [num_tokens]
-  std::vector<std::int32_t> positions;  // [num_tokens]
+  std::vector<TokenId> token_ids;          // [num_tokens]
+  std::vector<std::int32_t> positions;     // [num_tokens]
   std::vector<std::int64_t> slot_mapping;  // [num_tokens] where each new token's K/V is written
   std::vector<std::int32_t> query_start;   // [num_seqs + 1], query_start[0] = 0
   std::vector<std::int32_t> context_lens;  // [num_seqs]

@@ -25,7 +25,8 @@ BuiltBatch build_batch(const Step& step, std::int32_t block_size) {
       b.token_ids.push_back(seq.tokens[static_cast<std::size_t>(pos)]);
       b.positions.push_back(pos);
       const kv::BlockId block = seq.kv.blocks[static_cast<std::size_t>(pos / block_size)];
-      b.slot_mapping.push_back(static_cast<std::int64_t>(block.value) * block_size + pos % block_size);
+      b.slot_mapping.push_back(static_cast<std::int64_t>(block.value) * block_size +
+                               pos % block_size);
       // Prompt logprobs are recorded once: a recomputed (preempted) prefix skips them.
       if (wants_prompt_logprobs && pos + 1 < seq.num_prompt_tokens &&
           !seq.output.prompt_logprobs[static_cast<std::size_t>(pos + 1)].has_value()) {
@@ -39,7 +40,8 @@ BuiltBatch build_batch(const Step& step, std::int32_t block_size) {
     }
     b.query_start.push_back(static_cast<std::int32_t>(b.token_ids.size()));
     b.context_lens.push_back(end);
-    std::transform(seq.kv.blocks.begin(), seq.kv.blocks.end(), b.block_tables.begin() + static_cast<std::ptrdiff_t>(row * max_blocks),
+    std::transform(seq.kv.blocks.begin(), seq.kv.blocks.end(),
+                   b.block_tables.begin() + static_cast<std::ptrdiff_t>(row * max_blocks),
                    [](kv::BlockId id) { return id.value; });
   }
   return built;

@@ -5,11 +5,11 @@
 
 #include <algorithm>
 #include <bit>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <condition_variable>
 #include <thread>
 #include <unordered_set>
 
@@ -26,13 +26,17 @@ namespace {
 namespace fs = std::filesystem;
 
 void check_config(const EngineConfig& c) {
-  auto bad = [](const std::string& msg) { throw Error(ErrorCode::kInvalidArgument, "EngineConfig: " + msg); };
+  auto bad = [](const std::string& msg) {
+    throw Error(ErrorCode::kInvalidArgument, "EngineConfig: " + msg);
+  };
   if (c.model_dir.empty()) bad("model_dir is empty");
-  if (c.block_size < 1 || c.block_size > 256 || !std::has_single_bit(static_cast<unsigned>(c.block_size)))
+  if (c.block_size < 1 || c.block_size > 256 ||
+      !std::has_single_bit(static_cast<unsigned>(c.block_size)))
     bad(fmt::format("block_size must be a power of two in [1, 256], got {}", c.block_size));
   if (c.num_kv_blocks < 0) bad(fmt::format("num_kv_blocks must be >= 0, got {}", c.num_kv_blocks));
   if (c.num_kv_blocks == 0 && c.kv_cache_bytes <= 0)
-    bad(fmt::format("kv_cache_bytes must be > 0 when num_kv_blocks is 0, got {}", c.kv_cache_bytes));
+    bad(fmt::format("kv_cache_bytes must be > 0 when num_kv_blocks is 0, got {}",
+                    c.kv_cache_bytes));
   if (c.max_model_len < 0) bad(fmt::format("max_model_len must be >= 0, got {}", c.max_model_len));
   if (c.max_num_seqs < 1) bad(fmt::format("max_num_seqs must be >= 1, got {}", c.max_num_seqs));
   if (c.max_num_batched_tokens < 1)
@@ -103,28 +107,40 @@ Engine::Impl::Impl(const EngineConfig& config) {
   merge_generation_config(dir, model.eos_token_ids);
 
   const backend::CudaProbe probe = backend::probe_cuda();
-  const std::string no_cuda = probe.problem.empty() ? "the CUDA backend is not implemented in this version" : probe.problem;
+  const std::string no_cuda =
+      probe.problem.empty() ? "the CUDA backend is not implemented in this version" : probe.problem;
   if (config.device == Device::kCuda)
-    throw Error(ErrorCode::kUnavailable, fmt::format("Device::kCuda requested but the CUDA backend cannot be used: {}", no_cuda));
-  if (config.device == Device::kAuto) util::logger().info("device auto: using the CPU backend ({})", no_cuda);
+    throw Error(
+        ErrorCode::kUnavailable,
+        fmt::format("Device::kCuda requested but the CUDA backend cannot be used: {}", no_cuda));
+  if (config.device == Device::kAuto)
+    util::logger().info("device auto: using the CPU backend ({})", no_cuda);
 
-  const std::int32_t max_len = config.max_model_len > 0 ? config.max_model_len : model.max_position_embeddings;
+  const std::int32_t max_len =
+      config.max_model_len > 0 ? config.max_model_len : model.max_position_embeddings;
   if (max_len > model.max_position_embeddings)
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("EngineConfig: max_model_len {} exceeds the model's max_position_embeddings {} ({})",
-                            max_len, model.max_position_embeddings, (dir / "config.json").string()));
-  const int threads = config.num_threads > 0 ? config.num_threads
-                                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    throw Error(
+        ErrorCode::kInvalidArgument,
+        fmt::format(
+            "EngineConfig: max_model_len {} exceeds the model's max_position_embeddings {} ({})",
+            max_len, model.max_position_embeddings, (dir / "config.json").string()));
+  const int threads = config.num_threads > 0
+                          ? config.num_threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 
   const std::int64_t block_bytes = backend::cpu_kv_block_bytes(model, config.block_size);
-  std::int64_t num_blocks = config.num_kv_blocks > 0 ? config.num_kv_blocks : config.kv_cache_bytes / block_bytes;
+  std::int64_t num_blocks =
+      config.num_kv_blocks > 0 ? config.num_kv_blocks : config.kv_cache_bytes / block_bytes;
   if (num_blocks < 1)
     throw Error(ErrorCode::kOutOfMemory,
-                fmt::format("EngineConfig: kv_cache_bytes {} holds no KV block (one block of {} tokens takes {} bytes)",
+                fmt::format("EngineConfig: kv_cache_bytes {} holds no KV block (one block of {} "
+                            "tokens takes {} bytes)",
                             config.kv_cache_bytes, config.block_size, block_bytes));
-  num_blocks = std::min<std::int64_t>(num_blocks, std::numeric_limits<std::int32_t>::max() / config.block_size);
+  num_blocks = std::min<std::int64_t>(num_blocks,
+                                      std::numeric_limits<std::int32_t>::max() / config.block_size);
 
-  backend::KvCacheSpec kv{model.num_layers, model.num_kv_heads, model.head_dim, config.block_size, num_blocks};
+  backend::KvCacheSpec kv{model.num_layers, model.num_kv_heads, model.head_dim, config.block_size,
+                          num_blocks};
   // A model directory may come without a tokenizer (token-id prompts only); a tokenizer that
   // is there but broken is an error naming it.
   if (fs::exists(dir / "tokenizer.json")) tokenizer = Tokenizer::from_file(dir);
@@ -143,10 +159,12 @@ Engine::Impl::Impl(const EngineConfig& config) {
   info.num_threads = threads;
   info.eos_token_ids = model.eos_token_ids;
   info.prefix_caching = config.enable_prefix_caching;
-  util::logger().info("{} on {}: {} KV blocks of {} tokens ({:.1f} MiB), max_model_len {}, prefix caching {}",
-                      info.architecture, info.backend, num_blocks, config.block_size, info.kv_cache_bytes / 1048576.0,
-                      max_len, config.enable_prefix_caching ? "on" : "off");
-  core = std::make_unique<engine::EngineCore>(config, info, std::move(model), std::move(backend), tokenizer);
+  util::logger().info(
+      "{} on {}: {} KV blocks of {} tokens ({:.1f} MiB), max_model_len {}, prefix caching {}",
+      info.architecture, info.backend, num_blocks, config.block_size,
+      info.kv_cache_bytes / 1048576.0, max_len, config.enable_prefix_caching ? "on" : "off");
+  core = std::make_unique<engine::EngineCore>(config, info, std::move(model), std::move(backend),
+                                              tokenizer);
   stats = core->stats();
   loop_thread = std::thread([this] { loop(); });
 }
@@ -188,12 +206,14 @@ void Engine::Impl::loop() {
     bool stopping;
     {
       std::unique_lock lock(mutex);
-      wake.wait(lock, [&] { return stop || !inbox.empty() || !aborts.empty() || core->has_work(); });
+      wake.wait(lock,
+                [&] { return stop || !inbox.empty() || !aborts.empty() || core->has_work(); });
       new_requests.swap(inbox);
       to_abort.swap(aborts);
       stopping = stop;
     }
-    for (auto& s : new_requests) core->add(s.id, std::move(s.request), std::move(s.callback), s.submitted);
+    for (auto& s : new_requests)
+      core->add(s.id, std::move(s.request), std::move(s.callback), s.submitted);
     for (RequestId id : to_abort) core->abort(id);
     if (stopping) {
       // Whatever is still live ends as aborted: every callback fires exactly once.
@@ -226,7 +246,8 @@ RequestId Engine::submit(Request request, RequestCallback callback) {
   RequestId id;
   {
     std::lock_guard lock(impl_->mutex);
-    if (impl_->stop) throw Error(ErrorCode::kUnavailable, "Engine::submit: the engine is shutting down");
+    if (impl_->stop)
+      throw Error(ErrorCode::kUnavailable, "Engine::submit: the engine is shutting down");
     id = impl_->next_id++;
     impl_->live.insert(id);
     impl_->inbox.push_back({id, std::move(request), std::move(callback), now});
@@ -278,7 +299,9 @@ std::vector<RequestOutput> Engine::generate(const std::vector<std::vector<TokenI
 
 const EngineInfo& Engine::info() const { return impl_->info; }
 
-const Tokenizer* Engine::tokenizer() const { return impl_->tokenizer ? &*impl_->tokenizer : nullptr; }
+const Tokenizer* Engine::tokenizer() const {
+  return impl_->tokenizer ? &*impl_->tokenizer : nullptr;
+}
 
 EngineStats Engine::stats() const {
   std::lock_guard lock(impl_->mutex);

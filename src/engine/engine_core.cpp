@@ -27,14 +27,16 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 }  // namespace
 
 EngineCore::EngineCore(const EngineConfig& config, const EngineInfo& info, model::ModelConfig model,
-                       std::unique_ptr<backend::Backend> backend, std::optional<Tokenizer> tokenizer)
+                       std::unique_ptr<backend::Backend> backend,
+                       std::optional<Tokenizer> tokenizer)
     : config_(config),
       info_(info),
       model_(std::move(model)),
       backend_(std::move(backend)),
       tokenizer_(std::move(tokenizer)),
       kv_(info.num_kv_blocks, info.block_size, config.enable_prefix_caching),
-      scheduler_({config.max_num_seqs, config.max_num_batched_tokens, config.schedule_policy}, kv_) {}
+      scheduler_({config.max_num_seqs, config.max_num_batched_tokens, config.schedule_policy},
+                 kv_) {}
 
 // Tokenizes a text prompt; returns a problem, or "" when the request has its token ids.
 std::string EngineCore::prepare_prompt(Request& r) const {
@@ -43,7 +45,9 @@ std::string EngineCore::prepare_prompt(Request& r) const {
     return {};
   }
   if (r.prompt.empty()) return "prompt is empty";
-  if (!tokenizer_) return "a text prompt needs the model's tokenizer, and the model directory has no tokenizer.json";
+  if (!tokenizer_)
+    return "a text prompt needs the model's tokenizer, and the model directory has no "
+           "tokenizer.json";
   r.prompt_token_ids = tokenizer_->encode(r.prompt, /*add_special_tokens=*/true);
   return {};
 }
@@ -53,24 +57,28 @@ std::string EngineCore::check_request(const Request& r) const {
   if (prompt.empty()) return "prompt is empty";
   for (std::size_t i = 0; i < prompt.size(); ++i) {
     if (prompt[i] < 0 || prompt[i] >= model_.vocab_size)
-      return fmt::format("prompt token id {} at position {} is outside the vocabulary [0, {})", prompt[i], i,
-                         model_.vocab_size);
+      return fmt::format("prompt token id {} at position {} is outside the vocabulary [0, {})",
+                         prompt[i], i, model_.vocab_size);
   }
   if (static_cast<std::int64_t>(prompt.size()) >= info_.max_model_len)
-    return fmt::format("prompt has {} tokens; max_model_len is {}, which leaves no room to generate", prompt.size(),
-                       info_.max_model_len);
+    return fmt::format(
+        "prompt has {} tokens; max_model_len is {}, which leaves no room to generate",
+        prompt.size(), info_.max_model_len);
   if (std::string msg = sampling::validate(r.params, model_.vocab_size); !msg.empty()) return msg;
-  if (!r.params.stop.empty() && !tokenizer_) return "stop strings need the model's tokenizer, and the model directory has no tokenizer.json";
+  if (!r.params.stop.empty() && !tokenizer_)
+    return "stop strings need the model's tokenizer, and the model directory has no tokenizer.json";
   for (std::size_t i = 0; i < r.params.stop.size(); ++i)
     if (r.params.stop[i].empty()) return fmt::format("stop[{}] is an empty string", i);
-  const std::int64_t blocks = (static_cast<std::int64_t>(prompt.size()) + 1 + info_.block_size - 1) / info_.block_size;
+  const std::int64_t blocks =
+      (static_cast<std::int64_t>(prompt.size()) + 1 + info_.block_size - 1) / info_.block_size;
   if (blocks > info_.num_kv_blocks)
-    return fmt::format("prompt of {} tokens needs {} KV blocks; the cache has {} in all", prompt.size(), blocks,
-                       info_.num_kv_blocks);
+    return fmt::format("prompt of {} tokens needs {} KV blocks; the cache has {} in all",
+                       prompt.size(), blocks, info_.num_kv_blocks);
   return {};
 }
 
-void EngineCore::add(RequestId id, Request request, RequestCallback callback, Clock::time_point submitted) {
+void EngineCore::add(RequestId id, Request request, RequestCallback callback,
+                     Clock::time_point submitted) {
   auto seq = std::make_unique<Sequence>();
   seq->id = id;
   seq->arrival = next_arrival_++;
@@ -92,7 +100,8 @@ void EngineCore::add(RequestId id, Request request, RequestCallback callback, Cl
     return;
   }
   s.seed = s.params.seed ? *s.params.seed : fresh_seed();
-  if (tokenizer_) s.text = std::make_unique<OutputText>(*tokenizer_, s.params.skip_special_tokens, s.params.stop);
+  if (tokenizer_)
+    s.text = std::make_unique<OutputText>(*tokenizer_, s.params.skip_special_tokens, s.params.stop);
   if (s.params.prompt_logprobs) s.output.prompt_logprobs.resize(s.tokens.size());
   scheduler_.add(&s);
 }
@@ -110,8 +119,9 @@ void EngineCore::report_tokens(Sequence& seq) {
   Delivery d;
   d.callback = seq.callback;
   d.update.id = seq.id;
-  d.update.new_token_ids.assign(seq.tokens.begin() + seq.num_prompt_tokens + static_cast<std::ptrdiff_t>(seq.num_reported),
-                                seq.tokens.end());
+  d.update.new_token_ids.assign(
+      seq.tokens.begin() + seq.num_prompt_tokens + static_cast<std::ptrdiff_t>(seq.num_reported),
+      seq.tokens.end());
   seq.num_reported = generated;
   if (seq.text) d.update.new_text = seq.text->take_ready();
   deliveries_.push_back(std::move(d));
@@ -125,8 +135,9 @@ void EngineCore::finish(Sequence& seq, FinishReason reason, std::string error) {
   d.callback = seq.callback;
   d.update.id = seq.id;
   d.update.finished = true;
-  d.update.new_token_ids.assign(seq.tokens.begin() + seq.num_prompt_tokens + static_cast<std::ptrdiff_t>(seq.num_reported),
-                                seq.tokens.end());
+  d.update.new_token_ids.assign(
+      seq.tokens.begin() + seq.num_prompt_tokens + static_cast<std::ptrdiff_t>(seq.num_reported),
+      seq.tokens.end());
   d.output = std::make_unique<RequestOutput>(std::move(seq.output));
   d.output->finish_reason = reason;
   d.output->error = std::move(error);
@@ -148,16 +159,18 @@ void EngineCore::finish(Sequence& seq, FinishReason reason, std::string error) {
 void EngineCore::step() {
   Step step = scheduler_.schedule();
   for (Sequence* seq : step.unservable) {
-    finish(*seq, FinishReason::kError,
-           fmt::format("needs more KV blocks than the cache has ({} blocks of {} tokens) at {} tokens",
-                       info_.num_kv_blocks, info_.block_size, seq->size() + 1));
+    finish(
+        *seq, FinishReason::kError,
+        fmt::format("needs more KV blocks than the cache has ({} blocks of {} tokens) at {} tokens",
+                    info_.num_kv_blocks, info_.block_size, seq->size() + 1));
   }
   if (step.empty()) {
     if (step.unservable.empty() && scheduler_.has_work()) {
       // Nothing can run although requests remain: a scheduler bug, reported per request.
       std::vector<Sequence*> stuck;
       for (auto& [id, seq] : live_) stuck.push_back(seq.get());
-      for (Sequence* seq : stuck) finish(*seq, FinishReason::kError, std::string("internal error: the scheduler stalled"));
+      for (Sequence* seq : stuck)
+        finish(*seq, FinishReason::kError, std::string("internal error: the scheduler stalled"));
     }
     return;
   }
@@ -184,14 +197,17 @@ void EngineCore::step() {
           sampling::top_logprobs(logits, *seq.params.prompt_logprobs, next);
       continue;
     }
-    const TokenId token = sampling::sample(logits, seq.params, seq.seed, static_cast<std::uint64_t>(seq.num_generated()));
-    if (seq.params.logprobs) seq.output.logprobs.push_back(sampling::top_logprobs(logits, *seq.params.logprobs, token));
+    const TokenId token = sampling::sample(logits, seq.params, seq.seed,
+                                           static_cast<std::uint64_t>(seq.num_generated()));
+    if (seq.params.logprobs)
+      seq.output.logprobs.push_back(sampling::top_logprobs(logits, *seq.params.logprobs, token));
     seq.tokens.push_back(token);
     if (!seq.first_token_at) seq.first_token_at = Clock::now();
     const auto& eos = model_.eos_token_ids;
     const auto& stops = seq.params.stop_token_ids;
     const bool stop_string = seq.text && seq.text->push(token);
-    if (stop_string || (!seq.params.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) ||
+    if (stop_string ||
+        (!seq.params.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) ||
         std::find(stops.begin(), stops.end(), token) != stops.end()) {
       finish(seq, FinishReason::kStop);
     } else if (seq.num_generated() >= seq.params.max_tokens || seq.size() >= info_.max_model_len) {
@@ -216,7 +232,8 @@ EngineStats EngineCore::stats() const {
   s.prefix_cache_hit_tokens = c.hit_tokens;
   s.prefix_cache_query_blocks = c.query_blocks;
   s.prefix_cache_hit_blocks = c.hit_blocks;
-  s.prefix_cache_hit_rate = c.query_tokens > 0 ? static_cast<double>(c.hit_tokens) / c.query_tokens : 0.0;
+  s.prefix_cache_hit_rate =
+      c.query_tokens > 0 ? static_cast<double>(c.hit_tokens) / c.query_tokens : 0.0;
   s.blocks_free = kv_.pool().num_free();
   s.blocks_cached = kv_.pool().num_cached();
   s.blocks_in_use = kv_.pool().num_in_use();

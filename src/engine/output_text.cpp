@@ -4,7 +4,8 @@
 
 namespace cachet::engine {
 
-OutputText::OutputText(const Tokenizer& tokenizer, bool skip_special_tokens, std::vector<std::string> stops)
+OutputText::OutputText(const Tokenizer& tokenizer, bool skip_special_tokens,
+                       std::vector<std::string> stops)
     : decoder_(tokenizer, skip_special_tokens), stops_(std::move(stops)) {
   for (const auto& s : stops_) max_stop_ = std::max(max_stop_, s.size());
 }
@@ -31,7 +32,9 @@ std::string OutputText::take_ready() {
   std::size_t ready = text_.size();
   if (!stopped_ && max_stop_ > 0) ready = ready >= max_stop_ - 1 ? ready - (max_stop_ - 1) : 0;
   // Never split a UTF-8 character: back up to the start of one.
-  while (ready > streamed_ && ready < text_.size() && (static_cast<unsigned char>(text_[ready]) & 0xC0) == 0x80) --ready;
+  while (ready > streamed_ && ready < text_.size() &&
+         (static_cast<unsigned char>(text_[ready]) & 0xC0) == 0x80)
+    --ready;
   if (ready <= streamed_) return {};
   std::string piece = text_.substr(streamed_, ready - streamed_);
   streamed_ = ready;
@@ -42,7 +45,8 @@ std::string OutputText::finish() {
   if (!stopped_) {
     const std::size_t old_size = text_.size();
     text_ += decoder_.flush();
-    if (!stops_.empty() && text_.size() > old_size) cut_at_stop(old_size >= max_stop_ ? old_size - max_stop_ + 1 : 0);
+    if (!stops_.empty() && text_.size() > old_size)
+      cut_at_stop(old_size >= max_stop_ ? old_size - max_stop_ + 1 : 0);
   }
   stopped_ = true;
   std::string rest = streamed_ < text_.size() ? text_.substr(streamed_) : std::string();

@@ -5,7 +5,8 @@
 
 namespace cachet::engine {
 
-Scheduler::Scheduler(const SchedulerConfig& config, kv::KvCacheManager& kv) : config_(config), kv_(kv) {}
+Scheduler::Scheduler(const SchedulerConfig& config, kv::KvCacheManager& kv)
+    : config_(config), kv_(kv) {}
 
 void Scheduler::add(Sequence* seq) {
   seq->status = SeqStatus::kWaiting;
@@ -58,7 +59,8 @@ void Scheduler::schedule_running(Step& step, std::int32_t& budget) {
         // sit anywhere, so the search must skip them. Either way the victim is at or
         // after index i, so removing it never shifts `seq`.
         auto victim_it = std::find_if(running_.rbegin(), running_.rend(), [&](const Sequence* s) {
-          return std::none_of(step.seqs.begin(), step.seqs.end(), [&](const ScheduledSeq& e) { return e.seq == s; });
+          return std::none_of(step.seqs.begin(), step.seqs.end(),
+                              [&](const ScheduledSeq& e) { return e.seq == s; });
         });
         Sequence* victim = *victim_it;
         running_.erase(std::next(victim_it).base());
@@ -81,7 +83,9 @@ namespace {
 // Prompt logprobs need logits at every prompt position, which cached blocks do not hold:
 // such a request computes its whole prompt (still filling the cache for others) until it
 // has them all, which is once it has generated a token.
-bool needs_whole_prompt(const Sequence& seq) { return seq.params.prompt_logprobs && seq.num_generated() == 0; }
+bool needs_whole_prompt(const Sequence& seq) {
+  return seq.params.prompt_logprobs && seq.num_generated() == 0;
+}
 
 }  // namespace
 
@@ -94,16 +98,21 @@ kv::PrefixMatch Scheduler::match_for(Sequence& seq) {
 void Scheduler::order_cache_aware() {
   // SGLang's longest-prefix-match, within a window of the longest-waiting requests so that
   // nobody starves: among them, the ones with the most cached tokens go first.
-  const std::size_t window = std::min<std::size_t>(waiting_.size(), static_cast<std::size_t>(config_.cache_aware_window));
+  const std::size_t window =
+      std::min<std::size_t>(waiting_.size(), static_cast<std::size_t>(config_.cache_aware_window));
   std::vector<std::pair<std::int32_t, Sequence*>> ranked;
-  for (std::size_t i = 0; i < window; ++i) ranked.emplace_back(match_for(*waiting_[i]).num_tokens, waiting_[i]);
-  std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (std::size_t i = 0; i < window; ++i)
+    ranked.emplace_back(match_for(*waiting_[i]).num_tokens, waiting_[i]);
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
   for (std::size_t i = 0; i < window; ++i) waiting_[i] = ranked[i].second;
 }
 
 void Scheduler::admit_waiting(Step& step, std::int32_t& budget) {
   // Nothing can be admitted at max_num_seqs: skip the pending set and the cache-aware ranking.
-  if (waiting_.empty() || budget <= 0 || static_cast<std::int32_t>(running_.size()) >= config_.max_num_seqs) return;
+  if (waiting_.empty() || budget <= 0 ||
+      static_cast<std::int32_t>(running_.size()) >= config_.max_num_seqs)
+    return;
   if (config_.policy == SchedulePolicy::kCacheAware) order_cache_aware();
 
   // Full blocks that running sequences are about to compute: a waiting sequence whose next
@@ -148,8 +157,9 @@ void Scheduler::admit_waiting(Step& step, std::int32_t& budget) {
     seq->num_computed = match.num_tokens;
     seq->status = SeqStatus::kRunning;
     waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
-    auto pos = std::upper_bound(running_.begin(), running_.end(), seq,
-                                [](const Sequence* a, const Sequence* b) { return a->arrival < b->arrival; });
+    auto pos = std::upper_bound(
+        running_.begin(), running_.end(), seq,
+        [](const Sequence* a, const Sequence* b) { return a->arrival < b->arrival; });
     running_.insert(pos, seq);
     step.seqs.push_back({seq, n});
     budget -= n;

@@ -19,7 +19,9 @@ struct BlockHash {
 };
 
 struct BlockHashHasher {
-  std::size_t operator()(const BlockHash& h) const noexcept { return static_cast<std::size_t>(h.low); }
+  std::size_t operator()(const BlockHash& h) const noexcept {
+    return static_cast<std::size_t>(h.low);
+  }
 };
 
 // The hash of the first block of a sequence has no parent; `salt` (may be empty) isolates

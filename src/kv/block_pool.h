@@ -84,9 +84,9 @@ class BlockPool {
   void evict(BlockId id);
 
   std::int32_t block_size_;
-  std::vector<Block> blocks_;               // [num_blocks]
-  std::vector<TokenId> tokens_;             // [num_blocks, block_size]: registered contents
-  std::vector<BlockId> free_;               // a stack
+  std::vector<Block> blocks_;                   // [num_blocks]
+  std::vector<TokenId> tokens_;                 // [num_blocks, block_size]: registered contents
+  std::vector<BlockId> free_;                   // a stack
   std::int32_t lru_head_ = -1, lru_tail_ = -1;  // head: least recently used
   std::int64_t num_cached_ = 0;
   std::int64_t num_evictions_ = 0;

@@ -4,23 +4,29 @@
 
 namespace cachet::kv {
 
-KvCacheManager::KvCacheManager(std::int64_t num_blocks, std::int32_t block_size, bool enable_caching)
+KvCacheManager::KvCacheManager(std::int64_t num_blocks, std::int32_t block_size,
+                               bool enable_caching)
     : block_size_(block_size), enable_caching_(enable_caching), pool_(num_blocks, block_size) {}
 
 void KvCacheManager::update_hashes(SeqBlocks& seq, std::span<const TokenId> tokens) const {
   const std::size_t full = tokens.size() / static_cast<std::size_t>(block_size_);
   for (std::size_t i = seq.hashes.size(); i < full; ++i) {
-    auto block = tokens.subspan(i * static_cast<std::size_t>(block_size_), static_cast<std::size_t>(block_size_));
-    seq.hashes.push_back(i == 0 ? hash_first_block(block, seq.salt) : hash_next_block(seq.hashes[i - 1], block));
+    auto block = tokens.subspan(i * static_cast<std::size_t>(block_size_),
+                                static_cast<std::size_t>(block_size_));
+    seq.hashes.push_back(i == 0 ? hash_first_block(block, seq.salt)
+                                : hash_next_block(seq.hashes[i - 1], block));
   }
 }
 
-PrefixMatch KvCacheManager::match(const SeqBlocks& seq, std::span<const TokenId> tokens, std::int32_t max_tokens) const {
+PrefixMatch KvCacheManager::match(const SeqBlocks& seq, std::span<const TokenId> tokens,
+                                  std::int32_t max_tokens) const {
   PrefixMatch m;
   if (!enable_caching_) return m;
-  const std::size_t limit = std::min(seq.hashes.size(), static_cast<std::size_t>(std::max(0, max_tokens) / block_size_));
+  const std::size_t limit =
+      std::min(seq.hashes.size(), static_cast<std::size_t>(std::max(0, max_tokens) / block_size_));
   for (std::size_t i = 0; i < limit; ++i) {
-    auto block = tokens.subspan(i * static_cast<std::size_t>(block_size_), static_cast<std::size_t>(block_size_));
+    auto block = tokens.subspan(i * static_cast<std::size_t>(block_size_),
+                                static_cast<std::size_t>(block_size_));
     std::optional<BlockHash> parent;
     if (i > 0) parent = seq.hashes[i - 1];
     auto id = pool_.lookup(seq.hashes[i], parent, block);
@@ -32,13 +38,15 @@ PrefixMatch KvCacheManager::match(const SeqBlocks& seq, std::span<const TokenId>
 }
 
 std::int64_t KvCacheManager::blocks_needed(const SeqBlocks& seq, std::int32_t total_tokens) const {
-  const std::int64_t total = (static_cast<std::int64_t>(total_tokens) + block_size_ - 1) / block_size_;
+  const std::int64_t total =
+      (static_cast<std::int64_t>(total_tokens) + block_size_ - 1) / block_size_;
   return std::max<std::int64_t>(0, total - static_cast<std::int64_t>(seq.blocks.size()));
 }
 
 bool KvCacheManager::admit(SeqBlocks& seq, const PrefixMatch& match, std::int32_t total_tokens) {
   const std::int64_t fresh = std::max<std::int64_t>(
-      0, (static_cast<std::int64_t>(total_tokens) + block_size_ - 1) / block_size_ - static_cast<std::int64_t>(match.blocks.size()));
+      0, (static_cast<std::int64_t>(total_tokens) + block_size_ - 1) / block_size_ -
+             static_cast<std::int64_t>(match.blocks.size()));
   // Matched blocks that are cached (unreferenced) stop being evictable once we take them.
   const auto taken_from_lru = std::count_if(match.blocks.begin(), match.blocks.end(),
                                             [&](BlockId id) { return pool_.is_cached(id); });
@@ -58,17 +66,21 @@ bool KvCacheManager::grow(SeqBlocks& seq, std::int32_t total_tokens) {
   return true;
 }
 
-void KvCacheManager::commit(SeqBlocks& seq, std::span<const TokenId> tokens, std::int32_t num_computed) {
+void KvCacheManager::commit(SeqBlocks& seq, std::span<const TokenId> tokens,
+                            std::int32_t num_computed) {
   if (!enable_caching_) return;
   update_hashes(seq, tokens.first(static_cast<std::size_t>(num_computed)));
-  const auto full = static_cast<std::int32_t>(std::min<std::size_t>(num_computed / block_size_, seq.blocks.size()));
+  const auto full = static_cast<std::int32_t>(
+      std::min<std::size_t>(num_computed / block_size_, seq.blocks.size()));
   for (std::int32_t i = seq.num_registered; i < full; ++i) {
-    auto block = tokens.subspan(static_cast<std::size_t>(i) * block_size_, static_cast<std::size_t>(block_size_));
+    auto block = tokens.subspan(static_cast<std::size_t>(i) * block_size_,
+                                static_cast<std::size_t>(block_size_));
     std::optional<BlockHash> parent;
     if (i > 0) parent = seq.hashes[static_cast<std::size_t>(i - 1)];
     // A false return means another sequence registered the same content first; this copy
     // stays private to the sequence and is freed with it.
-    pool_.register_block(seq.blocks[static_cast<std::size_t>(i)], seq.hashes[static_cast<std::size_t>(i)], parent, block);
+    pool_.register_block(seq.blocks[static_cast<std::size_t>(i)],
+                         seq.hashes[static_cast<std::size_t>(i)], parent, block);
   }
   seq.num_registered = std::max(seq.num_registered, full);
 }

@@ -18,9 +18,9 @@ namespace cachet::kv {
 
 // What a sequence holds in the KV cache.
 struct SeqBlocks {
-  std::string salt;                // cache_salt: only sequences with the same salt share blocks
-  std::vector<BlockId> blocks;     // block table: token i lives in blocks[i / block_size]
-  std::vector<BlockHash> hashes;   // hashes of the sequence's full blocks computed so far
+  std::string salt;               // cache_salt: only sequences with the same salt share blocks
+  std::vector<BlockId> blocks;    // block table: token i lives in blocks[i / block_size]
+  std::vector<BlockHash> hashes;  // hashes of the sequence's full blocks computed so far
   std::int32_t num_registered = 0;
 };
 
@@ -42,7 +42,8 @@ class KvCacheManager {
   void update_hashes(SeqBlocks& seq, std::span<const TokenId> tokens) const;
   // Longest run of leading full blocks found in the cache, at most `max_tokens` tokens.
   // Needs update_hashes first. Empty when caching is off.
-  PrefixMatch match(const SeqBlocks& seq, std::span<const TokenId> tokens, std::int32_t max_tokens) const;
+  PrefixMatch match(const SeqBlocks& seq, std::span<const TokenId> tokens,
+                    std::int32_t max_tokens) const;
   // For a sequence that holds no blocks: takes the matched blocks and allocates fresh ones
   // so the table covers `total_tokens`. False, with nothing changed, when too few blocks
   // are free or evictable.

@@ -62,10 +62,18 @@ std::vector<float> random_values(const TensorSpec& spec, std::uint64_t seed, std
   double mean = 0.0, stddev = 0.0;
   switch (spec.role) {
     case TensorRole::kEmbedding:
-    case TensorRole::kLmHead: stddev = 4.0 / std::sqrt(static_cast<double>(hidden)); break;
-    case TensorRole::kNorm: mean = 1.0, stddev = 0.1; break;
-    case TensorRole::kBias: stddev = 0.1; break;
-    case TensorRole::kLinear: stddev = 1.0 / std::sqrt(static_cast<double>(spec.shape.at(1))); break;
+    case TensorRole::kLmHead:
+      stddev = 4.0 / std::sqrt(static_cast<double>(hidden));
+      break;
+    case TensorRole::kNorm:
+      mean = 1.0, stddev = 0.1;
+      break;
+    case TensorRole::kBias:
+      stddev = 0.1;
+      break;
+    case TensorRole::kLinear:
+      stddev = 1.0 / std::sqrt(static_cast<double>(spec.shape.at(1)));
+      break;
   }
   std::vector<float> values(static_cast<std::size_t>(numel));
   for (auto& v : values) v = static_cast<float>(mean + stddev * rng.normal());
@@ -78,14 +86,16 @@ json read_json_file(const fs::path& path) {
   try {
     return json::parse(in);
   } catch (const json::exception& e) {
-    throw Error(ErrorCode::kInvalidModel, fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
+    throw Error(ErrorCode::kInvalidModel,
+                fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
   }
 }
 
 void write_text(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
-  if (!out) throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: cannot write", path.string()));
+  if (!out)
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: cannot write", path.string()));
 }
 
 // Copies tokenizer files and adopts their vocabulary size and special tokens.
@@ -93,16 +103,19 @@ void adopt_tokenizer(const fs::path& tokenizer, const fs::path& out_dir, ModelCo
   fs::path dir = fs::is_directory(tokenizer) ? tokenizer : tokenizer.parent_path();
   fs::path tokenizer_json = fs::is_directory(tokenizer) ? tokenizer / "tokenizer.json" : tokenizer;
   if (!fs::exists(tokenizer_json))
-    throw Error(ErrorCode::kNotFound, fmt::format("{}: tokenizer file not found", tokenizer_json.string()));
+    throw Error(ErrorCode::kNotFound,
+                fmt::format("{}: tokenizer file not found", tokenizer_json.string()));
   fs::copy_file(tokenizer_json, out_dir / "tokenizer.json", fs::copy_options::overwrite_existing);
-  for (const char* extra : {"tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"}) {
+  for (const char* extra :
+       {"tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"}) {
     if (fs::exists(dir / extra) && fs::is_directory(tokenizer))
       fs::copy_file(dir / extra, out_dir / extra, fs::copy_options::overwrite_existing);
   }
   json tok = read_json_file(tokenizer_json);
   std::int64_t max_id = -1;
   std::map<std::string, std::int32_t> added;
-  if (tok.contains("model") && tok["model"].contains("vocab") && tok["model"]["vocab"].is_object()) {
+  if (tok.contains("model") && tok["model"].contains("vocab") &&
+      tok["model"]["vocab"].is_object()) {
     for (const auto& [piece, id] : tok["model"]["vocab"].items())
       if (id.is_number_integer()) max_id = std::max<std::int64_t>(max_id, id.get<std::int64_t>());
   }
@@ -116,7 +129,8 @@ void adopt_tokenizer(const fs::path& tokenizer, const fs::path& out_dir, ModelCo
   }
   if (max_id < 0)
     throw Error(ErrorCode::kInvalidModel,
-                fmt::format("{}: no vocabulary found under 'model.vocab' or 'added_tokens'", tokenizer_json.string()));
+                fmt::format("{}: no vocabulary found under 'model.vocab' or 'added_tokens'",
+                            tokenizer_json.string()));
   if (max_id + 1 > config.vocab_size) {
     // Round up to a multiple of 64, as real checkpoints pad their embedding tables.
     config.vocab_size = static_cast<std::int32_t>((max_id + 1 + 63) / 64 * 64);
@@ -128,8 +142,9 @@ void adopt_tokenizer(const fs::path& tokenizer, const fs::path& out_dir, ModelCo
     if (!tc.contains(key)) return std::nullopt;
     const json& v = tc[key];
     std::string content = v.is_string() ? v.get<std::string>()
-                          : (v.is_object() && v.contains("content")) ? v["content"].get<std::string>()
-                                                                      : std::string();
+                          : (v.is_object() && v.contains("content"))
+                              ? v["content"].get<std::string>()
+                              : std::string();
     auto it = added.find(content);
     if (it == added.end()) return std::nullopt;
     return it->second;
@@ -151,7 +166,8 @@ ModelConfig preset_config(Arch arch, const std::string& preset) {
   if (p == nullptr) {
     std::string known;
     for (const auto& name : model_presets()) known += (known.empty() ? "" : ", ") + name;
-    throw Error(ErrorCode::kInvalidArgument, fmt::format("unknown model preset '{}' (known: {})", preset, known));
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("unknown model preset '{}' (known: {})", preset, known));
   }
   ModelConfig c;
   c.arch = arch;
@@ -189,36 +205,45 @@ ModelConfig preset_config(Arch arch, const std::string& preset) {
     c.eos_token_ids = {arch == Arch::kQwen3 ? 151645 : 151643};
   }
   if (arch == Arch::kQwen2 && c.head_dim * c.num_heads != c.hidden_size) {
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("preset '{}' has head_dim {} != hidden_size / num_heads = {}, which Qwen2 "
-                            "requires; use --arch qwen3 or llama",
-                            preset, c.head_dim, c.hidden_size / c.num_heads));
+    throw Error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("preset '{}' has head_dim {} != hidden_size / num_heads = {}, which Qwen2 "
+                    "requires; use --arch qwen3 or llama",
+                    preset, c.head_dim, c.hidden_size / c.num_heads));
   }
   return c;
 }
 
 void make_model(const MakeModelOptions& options) {
-  if (options.out_dir.empty()) throw Error(ErrorCode::kInvalidArgument, "make_model: no output directory given");
+  if (options.out_dir.empty())
+    throw Error(ErrorCode::kInvalidArgument, "make_model: no output directory given");
   if (options.num_shards < 1 || options.num_shards > 1000)
-    throw Error(ErrorCode::kInvalidArgument, fmt::format("make_model: num_shards must be in [1, 1000], got {}", options.num_shards));
+    throw Error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("make_model: num_shards must be in [1, 1000], got {}", options.num_shards));
   ModelConfig config = preset_config(options.arch, options.preset);
   config.torch_dtype = options.dtype;
   std::error_code ec;
   fs::create_directories(options.out_dir, ec);
-  if (ec) throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: cannot create directory: {}", options.out_dir.string(), ec.message()));
+  if (ec)
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: cannot create directory: {}",
+                                                         options.out_dir.string(), ec.message()));
   if (!options.tokenizer.empty()) adopt_tokenizer(options.tokenizer, options.out_dir, config);
 
   write_text(options.out_dir / "config.json", model_config_to_json(config) + "\n");
   json generation = {{"_from_model_config", true}, {"do_sample", false}};
   if (config.bos_token_id) generation["bos_token_id"] = *config.bos_token_id;
-  if (config.eos_token_ids.size() == 1) generation["eos_token_id"] = config.eos_token_ids[0];
-  else if (!config.eos_token_ids.empty()) generation["eos_token_id"] = config.eos_token_ids;
+  if (config.eos_token_ids.size() == 1)
+    generation["eos_token_id"] = config.eos_token_ids[0];
+  else if (!config.eos_token_ids.empty())
+    generation["eos_token_id"] = config.eos_token_ids;
   write_text(options.out_dir / "generation_config.json", generation.dump(2) + "\n");
 
   // Remove checkpoint files of an earlier run so the directory holds exactly one layout.
   for (const auto& entry : fs::directory_iterator(options.out_dir)) {
     auto name = entry.path().filename().string();
-    if (name.ends_with(".safetensors") || name == "model.safetensors.index.json") fs::remove(entry.path());
+    if (name.ends_with(".safetensors") || name == "model.safetensors.index.json")
+      fs::remove(entry.path());
   }
 
   std::vector<TensorSpec> specs = expected_tensors(config);
@@ -226,7 +251,8 @@ void make_model(const MakeModelOptions& options) {
                                                  {"cachet_preset", options.preset},
                                                  {"cachet_seed", std::to_string(options.seed)}};
   auto to_write = [&](const TensorSpec& spec) {
-    return TensorToWrite{spec.name, options.dtype, spec.shape, random_values(spec, options.seed, config.hidden_size)};
+    return TensorToWrite{spec.name, options.dtype, spec.shape,
+                         random_values(spec, options.seed, config.hidden_size)};
   };
   if (options.num_shards == 1) {
     std::vector<TensorToWrite> tensors;
@@ -245,7 +271,8 @@ void make_model(const MakeModelOptions& options) {
   json weight_map = json::object();
   std::size_t next = 0;
   for (int shard = 0; shard < options.num_shards; ++shard) {
-    std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", shard + 1, options.num_shards);
+    std::string file =
+        fmt::format("model-{:05d}-of-{:05d}.safetensors", shard + 1, options.num_shards);
     std::vector<TensorToWrite> tensors;
     std::int64_t bytes = 0;
     while (next < specs.size() && (bytes < per_shard || shard == options.num_shards - 1)) {

@@ -31,10 +31,10 @@ struct ModelConfig {
   std::int32_t vocab_size = 0;
   std::int32_t hidden_size = 0;
   std::int32_t intermediate_size = 0;
-  std::int32_t num_layers = 0;         // num_hidden_layers
-  std::int32_t num_heads = 0;          // num_attention_heads
-  std::int32_t num_kv_heads = 0;       // num_key_value_heads (defaults to num_heads)
-  std::int32_t head_dim = 0;           // explicit, else hidden_size / num_heads (Qwen3: 128)
+  std::int32_t num_layers = 0;    // num_hidden_layers
+  std::int32_t num_heads = 0;     // num_attention_heads
+  std::int32_t num_kv_heads = 0;  // num_key_value_heads (defaults to num_heads)
+  std::int32_t head_dim = 0;      // explicit, else hidden_size / num_heads (Qwen3: 128)
   std::int32_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;

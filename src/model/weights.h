@@ -19,21 +19,21 @@ struct HostTensor {
 };
 
 struct LayerWeights {
-  HostTensor input_norm;                  // [hidden]
-  HostTensor q_proj, k_proj, v_proj;      // [heads*head_dim, hidden], [kv_heads*head_dim, hidden] x2
-  HostTensor q_bias, k_bias, v_bias;      // [..] when attention_bias, else empty
-  HostTensor q_norm, k_norm;              // [head_dim] when qk_norm, else empty
-  HostTensor o_proj;                      // [hidden, heads*head_dim]
-  HostTensor post_attention_norm;         // [hidden]
-  HostTensor gate_proj, up_proj;          // [intermediate, hidden]
-  HostTensor down_proj;                   // [hidden, intermediate]
+  HostTensor input_norm;              // [hidden]
+  HostTensor q_proj, k_proj, v_proj;  // [heads*head_dim, hidden], [kv_heads*head_dim, hidden] x2
+  HostTensor q_bias, k_bias, v_bias;  // [..] when attention_bias, else empty
+  HostTensor q_norm, k_norm;          // [head_dim] when qk_norm, else empty
+  HostTensor o_proj;                  // [hidden, heads*head_dim]
+  HostTensor post_attention_norm;     // [hidden]
+  HostTensor gate_proj, up_proj;      // [intermediate, hidden]
+  HostTensor down_proj;               // [hidden, intermediate]
 };
 
 struct ModelWeights {
   HostTensor embed_tokens;  // [vocab, hidden]
   std::vector<LayerWeights> layers;
-  HostTensor final_norm;    // [hidden]
-  HostTensor lm_head;       // [vocab, hidden]; empty when tied (use embed_tokens)
+  HostTensor final_norm;  // [hidden]
+  HostTensor lm_head;     // [vocab, hidden]; empty when tied (use embed_tokens)
 
   const HostTensor& output_embedding() const { return lm_head.empty() ? embed_tokens : lm_head; }
 };

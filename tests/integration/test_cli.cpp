@@ -10,9 +10,9 @@
 namespace cachet {
 namespace {
 
-using ::testing::HasSubstr;
 using nlohmann::json;
 using testing::cli_path;
+using ::testing::HasSubstr;
 using testing::run_command;
 using testing::TempDir;
 
@@ -20,7 +20,8 @@ class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
     model_ = (dir_.path() / "model").string();
-    auto r = run_command(cli_path() + " make-model --arch qwen3 --preset tiny --seed 5 --out " + model_, true);
+    auto r = run_command(
+        cli_path() + " make-model --arch qwen3 --preset tiny --seed 5 --out " + model_, true);
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
 
@@ -38,9 +39,10 @@ class CliTest : public ::testing::Test {
 };
 
 TEST_F(CliTest, GenerateJsonFollowsTheDocumentedSchema) {
-  auto r = run_command(cli_path() + " generate --model " + model_ +
-                       " --prompt-ids 1,2,3,4 --prompt-ids 9,8 --max-tokens 5 --temperature 0 --ignore-eos"
-                       " --logprobs 2 --prompt-logprobs 1 --json");
+  auto r = run_command(
+      cli_path() + " generate --model " + model_ +
+      " --prompt-ids 1,2,3,4 --prompt-ids 9,8 --max-tokens 5 --temperature 0 --ignore-eos"
+      " --logprobs 2 --prompt-logprobs 1 --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto lines = json_lines(r.output);
   ASSERT_EQ(lines.size(), 2u);
@@ -73,11 +75,12 @@ TEST_F(CliTest, GenerateJsonFollowsTheDocumentedSchema) {
 
 TEST_F(CliTest, PromptsFileCarriesPerRequestSamplingAndMatchesPromptIds) {
   std::string file = (dir_.path() / "prompts.jsonl").string();
-  testing::write_file(file,
-                      "{\"prompt_ids\": [5, 6, 7], \"max_tokens\": 3}\n"
-                      "\n"
-                      "{\"prompt_ids\": [5, 6, 7], \"temperature\": 1.0, \"seed\": 3, \"max_tokens\": 7, "
-                      "\"logprobs\": 0}\n");
+  testing::write_file(
+      file,
+      "{\"prompt_ids\": [5, 6, 7], \"max_tokens\": 3}\n"
+      "\n"
+      "{\"prompt_ids\": [5, 6, 7], \"temperature\": 1.0, \"seed\": 3, \"max_tokens\": 7, "
+      "\"logprobs\": 0}\n");
   auto r = run_command(cli_path() + " generate --model " + model_ + " --prompts-file " + file +
                        " --temperature 0 --ignore-eos --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -97,7 +100,8 @@ TEST_F(CliTest, PromptsFileCarriesPerRequestSamplingAndMatchesPromptIds) {
 }
 
 TEST_F(CliTest, HumanOutputShowsIdsAndTimings) {
-  auto r = run_command(cli_path() + " generate --model " + model_ + " --prompt-ids 1,2,3 --max-tokens 4 --ignore-eos");
+  auto r = run_command(cli_path() + " generate --model " + model_ +
+                       " --prompt-ids 1,2,3 --max-tokens 4 --ignore-eos");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("time to first token"));
   EXPECT_THAT(r.output, HasSubstr("tokens/s"));
@@ -105,8 +109,9 @@ TEST_F(CliTest, HumanOutputShowsIdsAndTimings) {
 }
 
 TEST_F(CliTest, ABadRequestFailsAloneAndTheExitCodeSaysSo) {
-  auto r = run_command(cli_path() + " generate --model " + model_ +
-                       " --prompt-ids 1,2 --prompt-ids 1,999999 --max-tokens 2 --ignore-eos --json");
+  auto r =
+      run_command(cli_path() + " generate --model " + model_ +
+                  " --prompt-ids 1,2 --prompt-ids 1,999999 --max-tokens 2 --ignore-eos --json");
   EXPECT_EQ(r.exit_code, 1);
   auto lines = json_lines(r.output);
   ASSERT_EQ(lines.size(), 2u);
@@ -118,7 +123,8 @@ TEST_F(CliTest, ABadRequestFailsAloneAndTheExitCodeSaysSo) {
 TEST_F(CliTest, InputErrorsNameTheCulprit) {
   std::string bad_file = (dir_.path() / "bad.jsonl").string();
   testing::write_file(bad_file, "{\"prompt_ids\": [1, 2]}\n{\"prompt_ids\": [1, \"x\"]}\n");
-  auto r = run_command(cli_path() + " generate --model " + model_ + " --prompts-file " + bad_file, true);
+  auto r =
+      run_command(cli_path() + " generate --model " + model_ + " --prompts-file " + bad_file, true);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr("bad.jsonl:2"));
 
@@ -130,7 +136,9 @@ TEST_F(CliTest, InputErrorsNameTheCulprit) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr("'x' is not a token id"));
 
-  r = run_command(cli_path() + " generate --model " + (dir_.path() / "nope").string() + " --prompt-ids 1", true);
+  r = run_command(
+      cli_path() + " generate --model " + (dir_.path() / "nope").string() + " --prompt-ids 1",
+      true);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr("nope"));
 
@@ -138,38 +146,48 @@ TEST_F(CliTest, InputErrorsNameTheCulprit) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr("tokenizer.json"));
 
-  r = run_command(cli_path() + " make-model --arch gpt2 --out " + (dir_.path() / "m").string(), true);
+  r = run_command(cli_path() + " make-model --arch gpt2 --out " + (dir_.path() / "m").string(),
+                  true);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr("--arch"));
 }
 
 TEST_F(CliTest, TextPromptsUseTheModelsTokenizerAndPrintText) {
   std::string model = (dir_.path() / "with-tokenizer").string();
-  auto made = run_command(cli_path() + " make-model --arch qwen3 --preset tiny --seed 2 --out " + model +
-                              " --tokenizer " + (testing::test_data_dir() / "tokenizers/qwen3").string(),
-                          true);
+  auto made =
+      run_command(cli_path() + " make-model --arch qwen3 --preset tiny --seed 2 --out " + model +
+                      " --tokenizer " + (testing::test_data_dir() / "tokenizers/qwen3").string(),
+                  true);
   ASSERT_EQ(made.exit_code, 0) << made.output;
-  auto r = run_command(cli_path() + " generate --model " + model +
-                       " --prompt 'Hello there' --max-tokens 6 --temperature 0 --ignore-eos --json --stats");
+  auto r = run_command(
+      cli_path() + " generate --model " + model +
+      " --prompt 'Hello there' --max-tokens 6 --temperature 0 --ignore-eos --json --stats");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto lines = json_lines(r.output);
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_TRUE(lines[0]["text"].is_string());
   EXPECT_EQ(lines[0]["token_ids"].size(), 6u);
-  auto ids = run_command("echo '\"Hello there\"' | " + cli_path() + " tokenize --add-special-tokens --tokenizer " + model);
+  auto ids = run_command("echo '\"Hello there\"' | " + cli_path() +
+                         " tokenize --add-special-tokens --tokenizer " + model);
   ASSERT_EQ(ids.exit_code, 0) << ids.output;
   EXPECT_EQ(lines[0]["prompt_token_ids"], json::parse(ids.output));
-  auto decoded = run_command("echo '" + lines[0]["token_ids"].dump() + "' | " + cli_path() + " tokenize --decode --tokenizer " + model);
-  EXPECT_EQ(json::parse(decoded.output), lines[0]["text"]);  // no special tokens among random ids here
+  auto decoded = run_command("echo '" + lines[0]["token_ids"].dump() + "' | " + cli_path() +
+                             " tokenize --decode --tokenizer " + model);
+  EXPECT_EQ(json::parse(decoded.output),
+            lines[0]["text"]);  // no special tokens among random ids here
 }
 
 TEST_F(CliTest, StatsAndPrefixCacheFlags) {
   std::string file = (dir_.path() / "shared.jsonl").string();
   testing::write_file(file,
-                      "{\"prompt_ids\": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33]}\n");
-  const std::string base = cli_path() + " generate --model " + model_ + " --prompts-file " + file +
-                           " --prompt-ids 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,40"
-                           " --max-tokens 2 --ignore-eos --json --stats";
+                      "{\"prompt_ids\": "
+                      "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,"
+                      "29,30,31,32,33]}\n");
+  const std::string base =
+      cli_path() + " generate --model " + model_ + " --prompts-file " + file +
+      " --prompt-ids "
+      "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,40"
+      " --max-tokens 2 --ignore-eos --json --stats";
   // --prompts-file excludes --prompt-ids: this must be a usage error.
   EXPECT_NE(run_command(base, true).exit_code, 0);
   auto on = run_command(cli_path() + " generate --model " + model_ + " --prompts-file " + file +
@@ -178,9 +196,10 @@ TEST_F(CliTest, StatsAndPrefixCacheFlags) {
   ASSERT_EQ(on.exit_code, 0) << on.output;
   EXPECT_THAT(on.output, HasSubstr("\"prefix_cache_query_tokens\": 33"));
   EXPECT_THAT(on.output, HasSubstr("\"blocks_in_use\": 0"));
-  auto off = run_command(cli_path() + " generate --model " + model_ + " --prompts-file " + file +
-                             " --max-tokens 2 --ignore-eos --json --stats --no-prefix-cache --block-size 8",
-                         true);
+  auto off = run_command(
+      cli_path() + " generate --model " + model_ + " --prompts-file " + file +
+          " --max-tokens 2 --ignore-eos --json --stats --no-prefix-cache --block-size 8",
+      true);
   ASSERT_EQ(off.exit_code, 0) << off.output;
   EXPECT_THAT(off.output, HasSubstr("\"blocks_cached\": 0"));
 }

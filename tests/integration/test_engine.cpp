@@ -12,6 +12,7 @@
 #include "model/weights.h"
 #include "support/reference_model.h"
 #include "support/test_support.h"
+#include "support/tiny_model.h"
 
 namespace cachet {
 namespace {
@@ -19,31 +20,14 @@ namespace {
 using ::testing::HasSubstr;
 using testing::TempDir;
 
-struct TinyModel {
-  TempDir dir;
-  model::ModelConfig config;
+// A tiny model with its weights loaded, for the fp64 reference forward.
+struct TinyModel : testing::TinyModel {
   model::ModelWeights weights;
 
-  explicit TinyModel(model::Arch arch, std::uint64_t seed = 11) {
-    model::MakeModelOptions o;
-    o.arch = arch;
-    o.preset = "tiny";
-    o.seed = seed;
-    o.out_dir = dir.path();
-    model::make_model(o);
-    config = model::load_model_config(dir.path() / "config.json");
-    weights = model::load_weights(dir.path(), config);
-  }
+  explicit TinyModel(model::Arch arch, std::uint64_t seed = 11)
+      : testing::TinyModel(arch, seed), weights(model::load_weights(dir.path(), config)) {}
 
-  EngineConfig engine_config() const {
-    EngineConfig c;
-    c.model_dir = dir.path().string();
-    c.device = Device::kCpu;
-    c.block_size = 4;
-    c.kv_cache_bytes = 8 << 20;
-    c.num_threads = 2;
-    return c;
-  }
+  EngineConfig engine_config() const { return testing::TinyModel::engine_config(4, true, 2); }
 };
 
 std::vector<TokenId> prompt(std::uint64_t seed, int length, int vocab) {
@@ -70,7 +54,8 @@ std::vector<TokenId> reference_greedy(const TinyModel& m, std::vector<TokenId> t
   std::vector<TokenId> out;
   for (int s = 0; s < steps; ++s) {
     auto logits = testing::reference_forward(m.config, m.weights, tokens).back();
-    auto best = static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    auto best =
+        static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     out.push_back(best);
     tokens.push_back(best);
   }
@@ -90,7 +75,8 @@ class EngineArchTest : public ::testing::TestWithParam<model::Arch> {};
 TEST_P(EngineArchTest, GreedyTokensAndLogprobsMatchTheFp64Reference) {
   TinyModel m(GetParam());
   Engine engine(m.engine_config());
-  std::vector<std::vector<TokenId>> prompts = {prompt(1, 5, m.config.vocab_size), prompt(2, 23, m.config.vocab_size),
+  std::vector<std::vector<TokenId>> prompts = {prompt(1, 5, m.config.vocab_size),
+                                               prompt(2, 23, m.config.vocab_size),
                                                prompt(3, 1, m.config.vocab_size)};
   SamplingParams p = greedy(16);
   p.logprobs = 3;
@@ -105,8 +91,10 @@ TEST_P(EngineArchTest, GreedyTokensAndLogprobsMatchTheFp64Reference) {
     for (std::size_t t = 0; t < out.token_ids.size(); ++t) {
       auto ref = log_softmax(testing::reference_forward(m.config, m.weights, context).back());
       ASSERT_EQ(out.logprobs[t].size(), 3u);
-      EXPECT_EQ(out.logprobs[t][0].id, out.token_ids[t]);  // greedy: the sampled token is the top one
-      for (const auto& e : out.logprobs[t]) EXPECT_NEAR(e.logprob, ref[static_cast<std::size_t>(e.id)], 2e-4);
+      EXPECT_EQ(out.logprobs[t][0].id,
+                out.token_ids[t]);  // greedy: the sampled token is the top one
+      for (const auto& e : out.logprobs[t])
+        EXPECT_NEAR(e.logprob, ref[static_cast<std::size_t>(e.id)], 2e-4);
       context.push_back(out.token_ids[t]);
     }
   }
@@ -158,8 +146,11 @@ TEST_P(EngineArchTest, RandomWeightsGiveAClearTopOneMargin) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllArchitectures, EngineArchTest,
-                         ::testing::Values(model::Arch::kLlama, model::Arch::kQwen2, model::Arch::kQwen3),
-                         [](const auto& info) { return std::string(model::arch_model_type(info.param)); });
+                         ::testing::Values(model::Arch::kLlama, model::Arch::kQwen2,
+                                           model::Arch::kQwen3),
+                         [](const auto& info) {
+                           return std::string(model::arch_model_type(info.param));
+                         });
 
 TEST(Engine, OutputsDoNotDependOnBatchingChunkingOrPreemption) {
   TinyModel m(model::Arch::kQwen3);
@@ -230,7 +221,8 @@ TEST(Engine, StopTokensMaxTokensAndMaxModelLenEndRequests) {
   SamplingParams stop = greedy(6);
   stop.stop_token_ids = {free_run.token_ids[2]};
   auto stopped = engine.generate({tokens}, stop)[0];
-  auto first = std::find(free_run.token_ids.begin(), free_run.token_ids.end(), free_run.token_ids[2]);
+  auto first =
+      std::find(free_run.token_ids.begin(), free_run.token_ids.end(), free_run.token_ids[2]);
   EXPECT_EQ(stopped.finish_reason, FinishReason::kStop);
   EXPECT_EQ(stopped.token_ids, std::vector<TokenId>(free_run.token_ids.begin(), first + 1));
 
@@ -268,9 +260,17 @@ TEST(Engine, BadRequestsFailAloneWithClearMessages) {
       {{4, 5, 6}, ok},
   };
   auto outputs = engine.generate(requests);
-  const std::vector<std::string> expected = {"",         "empty",          "outside the vocabulary", "outside the vocabulary",
-                                             "max_model_len", "top_p", "max_tokens", "temperature", "top_k",
-                                             "stop_token_ids", ""};
+  const std::vector<std::string> expected = {"",
+                                             "empty",
+                                             "outside the vocabulary",
+                                             "outside the vocabulary",
+                                             "max_model_len",
+                                             "top_p",
+                                             "max_tokens",
+                                             "temperature",
+                                             "top_k",
+                                             "stop_token_ids",
+                                             ""};
   for (std::size_t i = 0; i < requests.size(); ++i) {
     SCOPED_TRACE(i);
     if (expected[i].empty()) {
@@ -290,13 +290,15 @@ TEST(Engine, PromptThatCannotFitTheCacheFailsAlone) {
   c.num_kv_blocks = 3;  // 12 token slots
   Engine engine(c);
   EXPECT_EQ(engine.info().num_kv_blocks, 3);
-  auto outputs = engine.generate({prompt(1, 30, m.config.vocab_size), prompt(2, 4, m.config.vocab_size)}, greedy(20));
+  auto outputs = engine.generate(
+      {prompt(1, 30, m.config.vocab_size), prompt(2, 4, m.config.vocab_size)}, greedy(20));
   EXPECT_EQ(outputs[0].finish_reason, FinishReason::kError);
   EXPECT_THAT(outputs[0].error, HasSubstr("KV blocks"));
   // The other one runs until it outgrows the cache on its own, then fails clearly too.
   EXPECT_EQ(outputs[1].finish_reason, FinishReason::kError);
   EXPECT_THAT(outputs[1].error, HasSubstr("KV blocks"));
-  EXPECT_EQ(engine.generate({prompt(2, 4, m.config.vocab_size)}, greedy(5))[0].finish_reason, FinishReason::kLength);
+  EXPECT_EQ(engine.generate({prompt(2, 4, m.config.vocab_size)}, greedy(5))[0].finish_reason,
+            FinishReason::kLength);
 }
 
 TEST(Engine, ConstructionErrorsNameTheProblem) {

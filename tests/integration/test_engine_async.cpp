@@ -27,40 +27,16 @@
 #include "model/make_model.h"
 #include "model/model_config.h"
 #include "support/test_support.h"
+#include "support/tiny_model.h"
 
 namespace cachet {
 namespace {
 
 using testing::TempDir;
+using testing::TinyModel;
 
 constexpr auto kWaitLimit = std::chrono::seconds(30);
 
-struct TinyModel {
-  TempDir dir;
-  model::ModelConfig config;
-
-  explicit TinyModel(model::Arch arch = model::Arch::kQwen3, std::uint64_t seed = 11) {
-    model::MakeModelOptions o;
-    o.arch = arch;
-    o.preset = "tiny";
-    o.seed = seed;
-    o.out_dir = dir.path();
-    model::make_model(o);
-    config = model::load_model_config(dir.path() / "config.json");
-  }
-
-  int vocab() const { return config.vocab_size; }
-
-  EngineConfig engine_config() const {
-    EngineConfig c;
-    c.model_dir = dir.path().string();
-    c.device = Device::kCpu;
-    c.block_size = 4;
-    c.kv_cache_bytes = 8 << 20;
-    c.num_threads = 1;
-    return c;
-  }
-};
 
 std::vector<TokenId> prompt(std::uint64_t seed, int length, int vocab) {
   std::vector<TokenId> ids;

@@ -18,7 +18,11 @@ using ::testing::HasSubstr;
 bool valid_utf8(const std::string& s) {
   for (std::size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
-    const std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    const std::size_t n = c < 0x80           ? 1
+                          : (c >> 5) == 0x6  ? 2
+                          : (c >> 4) == 0xE  ? 3
+                          : (c >> 3) == 0x1E ? 4
+                                             : 0;
     if (n == 0 || i + n > s.size()) return false;
     for (std::size_t k = 1; k < n; ++k)
       if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
@@ -117,7 +121,8 @@ TEST_F(EngineTextTest, StreamedPiecesAreWholeCharactersAndConcatenateToTheText) 
 TEST_F(EngineTextTest, StopStringsEndTheRequestAcrossTokenBoundariesAndAreCutFromTheText) {
   const Tokenizer* tok = engine_->tokenizer();
   Request r{{}, greedy(48), {}, "Tell me about caches."};
-  r.params.temperature = 1.0f;  // greedy random weights loop on one token; a seed keeps it reproducible
+  r.params.temperature =
+      1.0f;  // greedy random weights loop on one token; a seed keeps it reproducible
   r.params.seed = 3;
   auto free_run = engine_->generate({r})[0];
   ASSERT_EQ(free_run.finish_reason, FinishReason::kLength);
@@ -146,7 +151,8 @@ TEST_F(EngineTextTest, StopStringsEndTheRequestAcrossTokenBoundariesAndAreCutFro
   EXPECT_EQ(out.text, free_run.text.substr(0, start));
   // The token that completed the stop string is kept.
   EXPECT_EQ(out.token_ids, std::vector<TokenId>(free_run.token_ids.begin(),
-                                                free_run.token_ids.begin() + static_cast<std::ptrdiff_t>(cut_tokens)));
+                                                free_run.token_ids.begin() +
+                                                    static_cast<std::ptrdiff_t>(cut_tokens)));
   std::string joined;
   for (const auto& piece : pieces) joined += piece;
   EXPECT_EQ(joined, out.text);  // nothing of the stop string was ever streamed
@@ -155,8 +161,9 @@ TEST_F(EngineTextTest, StopStringsEndTheRequestAcrossTokenBoundariesAndAreCutFro
 TEST_F(EngineTextTest, TextRequestErrorsFailAlone) {
   SamplingParams bad_stop = greedy(4);
   bad_stop.stop = {""};
-  auto outputs = engine_->generate({Request{{}, greedy(4), {}, "ok"}, Request{{}, bad_stop, {}, "x"},
-                                    Request{{1, 2}, greedy(4), {}, "both"}, Request{{}, greedy(4), {}, ""}});
+  auto outputs =
+      engine_->generate({Request{{}, greedy(4), {}, "ok"}, Request{{}, bad_stop, {}, "x"},
+                         Request{{1, 2}, greedy(4), {}, "both"}, Request{{}, greedy(4), {}, ""}});
   EXPECT_EQ(outputs[0].finish_reason, FinishReason::kLength);
   EXPECT_THAT(outputs[1].error, HasSubstr("stop[0]"));
   EXPECT_THAT(outputs[2].error, HasSubstr("not both"));

@@ -1,18 +1,21 @@
-#include "kv/block_pool.h"
-
 #include <gtest/gtest.h>
 
 #include <set>
+
+#include "kv/block_pool.h"
 
 namespace cachet::kv {
 namespace {
 
 constexpr std::int32_t kBlockSize = 4;
 
-std::vector<TokenId> block_tokens(TokenId first) { return {first, first + 1, first + 2, first + 3}; }
+std::vector<TokenId> block_tokens(TokenId first) {
+  return {first, first + 1, first + 2, first + 3};
+}
 
 // Registers `chain` (in use) as a chain of blocks whose tokens start at 100*i.
-std::vector<BlockHash> register_chain(BlockPool& pool, const std::vector<BlockId>& chain, TokenId base = 0) {
+std::vector<BlockHash> register_chain(BlockPool& pool, const std::vector<BlockId>& chain,
+                                      TokenId base = 0) {
   std::vector<BlockHash> hashes;
   for (std::size_t i = 0; i < chain.size(); ++i) {
     auto tokens = block_tokens(base + 100 * static_cast<TokenId>(i));
@@ -93,7 +96,7 @@ TEST(BlockPool, EvictsLeastRecentlyUsedFirstAndChainsFromTheTail) {
   register_chain(pool, first, 0);
   auto second = *pool.allocate(3);
   register_chain(pool, second, 5000);
-  pool.release(first);   // older: evicted first, deepest block first
+  pool.release(first);  // older: evicted first, deepest block first
   pool.release(second);
   EXPECT_EQ(pool.num_cached(), 6);
   auto one = *pool.allocate(1);

@@ -1,9 +1,8 @@
-#include "model/make_model.h"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "cachet/errors.h"
+#include "model/make_model.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 #include "support/test_support.h"
@@ -29,9 +28,11 @@ TEST(MakeModel, SameOptionsGiveByteIdenticalFiles) {
   make_model(options_for(Arch::kQwen3, dir.path() / "a"));
   make_model(options_for(Arch::kQwen3, dir.path() / "b"));
   EXPECT_EQ(read_file(dir.path() / "a/config.json"), read_file(dir.path() / "b/config.json"));
-  EXPECT_EQ(read_file(dir.path() / "a/model.safetensors"), read_file(dir.path() / "b/model.safetensors"));
+  EXPECT_EQ(read_file(dir.path() / "a/model.safetensors"),
+            read_file(dir.path() / "b/model.safetensors"));
   make_model(options_for(Arch::kQwen3, dir.path() / "c", /*seed=*/2));
-  EXPECT_NE(read_file(dir.path() / "a/model.safetensors"), read_file(dir.path() / "c/model.safetensors"));
+  EXPECT_NE(read_file(dir.path() / "a/model.safetensors"),
+            read_file(dir.path() / "c/model.safetensors"));
 }
 
 TEST(MakeModel, EveryArchitectureLoadsBackWithItsFeatures) {

@@ -1,8 +1,8 @@
-#include "engine/scheduler.h"
-
 #include <gtest/gtest.h>
 
 #include <numeric>
+
+#include "engine/scheduler.h"
 
 namespace cachet::engine {
 namespace {
@@ -73,7 +73,8 @@ TEST(Scheduler, DecodesComeBeforePrefills) {
 }
 
 TEST(Scheduler, PreemptsLatestArrivalWhenOutOfBlocksAndEverythingCompletes) {
-  kv::KvCacheManager kv(6, 4, false);  // 24 token slots for three sequences that grow to 12 tokens each
+  kv::KvCacheManager kv(6, 4,
+                        false);  // 24 token slots for three sequences that grow to 12 tokens each
   Scheduler s({8, 64}, kv);
   auto seqs = make_seqs({4, 4, 4});
   for (auto& q : seqs) s.add(&q);
@@ -84,7 +85,8 @@ TEST(Scheduler, PreemptsLatestArrivalWhenOutOfBlocksAndEverythingCompletes) {
     ASSERT_FALSE(step.empty());
     // Blocks held cover exactly what is scheduled or computed.
     for (const auto& e : step.seqs)
-      EXPECT_EQ(static_cast<int>(e.seq->kv.blocks.size()), (e.seq->num_computed + e.num_tokens + 3) / 4);
+      EXPECT_EQ(static_cast<int>(e.seq->kv.blocks.size()),
+                (e.seq->num_computed + e.num_tokens + 3) / 4);
     finished += run_step(s, step, 12);
     kv.check_integrity(s.block_tables());
   }
@@ -165,7 +167,8 @@ TEST(Scheduler, RequestsAdmittedTogetherComputeASharedPrefixOnce) {
   for (std::size_t i = 0; i < seqs.size(); ++i) {
     seqs[i].arrival = i;
     seqs[i].tokens = counting(12);
-    seqs[i].tokens.push_back(1000 + static_cast<TokenId>(i));  // 3 shared full blocks, then its own token
+    seqs[i].tokens.push_back(1000 +
+                             static_cast<TokenId>(i));  // 3 shared full blocks, then its own token
     seqs[i].num_prompt_tokens = seqs[i].size();
     s.add(&seqs[i]);
   }
@@ -187,7 +190,7 @@ TEST(Scheduler, CacheAwarePolicyPrefersTheLongestCachedPrefix) {
   seqs[0].tokens = counting(9);
   seqs[1].tokens = counting(9, 500);  // nothing cached
   seqs[2].tokens = counting(9);
-  seqs[2].tokens[8] = 77;             // shares 8 cached tokens with seq 0
+  seqs[2].tokens[8] = 77;  // shares 8 cached tokens with seq 0
   for (std::size_t i = 0; i < seqs.size(); ++i) {
     seqs[i].arrival = i;
     seqs[i].num_prompt_tokens = 9;

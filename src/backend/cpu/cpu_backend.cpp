@@ -1,10 +1,10 @@
 #include "backend/cpu/cpu_backend.h"
 
-#include <cstdlib>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string>
@@ -210,9 +210,11 @@ CpuBackend::CpuBackend(const model::ModelConfig& config, model::ModelWeights wei
   try {
     for (auto* pools : {&k_pools_, &v_pools_}) {
       for (std::int32_t l = 0; l < c.num_layers; ++l) {
-        auto* p = static_cast<float*>(std::calloc(std::max<std::size_t>(1, static_cast<std::size_t>(pool_size)), sizeof(float)));
+        auto* p = static_cast<float*>(std::calloc(
+            std::max<std::size_t>(1, static_cast<std::size_t>(pool_size)), sizeof(float)));
         if (p == nullptr) throw std::bad_alloc();
-        pools->push_back({std::unique_ptr<float[], FreeDeleter>(p), static_cast<std::size_t>(pool_size)});
+        pools->push_back(
+            {std::unique_ptr<float[], FreeDeleter>(p), static_cast<std::size_t>(pool_size)});
       }
     }
   } catch (const std::bad_alloc&) {
@@ -344,7 +346,8 @@ void CpuBackend::prepare_qkv(const ForwardBatch& batch, std::int32_t l) {
         cpu::rope_apply(kh, cos, sin, half);
         const std::int64_t dst = ((block * config_.num_kv_heads + h) * bs + offset) * head_dim_;
         std::memcpy(k_pools_[a->layer].data.get() + dst, kh, sizeof(float) * head_dim_);
-        std::memcpy(v_pools_[a->layer].data.get() + dst, v + h * head_dim_, sizeof(float) * head_dim_);
+        std::memcpy(v_pools_[a->layer].data.get() + dst, v + h * head_dim_,
+                    sizeof(float) * head_dim_);
       }
     }
   });
