@@ -37,7 +37,6 @@ using testing::TinyModel;
 
 constexpr auto kWaitLimit = std::chrono::seconds(30);
 
-
 std::vector<TokenId> prompt(std::uint64_t seed, int length, int vocab) {
   std::vector<TokenId> ids;
   std::uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;

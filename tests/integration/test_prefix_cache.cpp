@@ -29,7 +29,6 @@ using testing::TinyModel;
 
 constexpr auto kWaitLimit = std::chrono::seconds(30);
 
-
 // Deterministic, portable random numbers (std distributions differ between libraries).
 class Rng {
  public:

@@ -19,7 +19,8 @@ struct TinyModel {
   int vocab() const { return config.vocab_size; }
   // CPU engine options for this model: thousands of KV blocks (nothing is evicted unless a
   // test says so) and one thread unless asked (the test machine may have two cores for all).
-  EngineConfig engine_config(std::int32_t block_size = 4, bool caching = true, int threads = 1) const;
+  EngineConfig engine_config(std::int32_t block_size = 4, bool caching = true,
+                             int threads = 1) const;
 };
 
 }  // namespace cachet::testing
