@@ -113,31 +113,29 @@ bool EngineCore::abort(RequestId id) {
   return true;
 }
 
-void EngineCore::report_tokens(Sequence& seq) {
-  const auto generated = static_cast<std::size_t>(seq.num_generated());
-  if (generated == seq.num_reported) return;
+Delivery EngineCore::take_new_tokens(Sequence& seq) {
   Delivery d;
   d.callback = seq.callback;
   d.update.id = seq.id;
   d.update.new_token_ids.assign(
       seq.tokens.begin() + seq.num_prompt_tokens + static_cast<std::ptrdiff_t>(seq.num_reported),
       seq.tokens.end());
-  seq.num_reported = generated;
+  seq.num_reported = static_cast<std::size_t>(seq.num_generated());
+  return d;
+}
+
+void EngineCore::report_tokens(Sequence& seq) {
+  if (static_cast<std::size_t>(seq.num_generated()) == seq.num_reported) return;
+  Delivery d = take_new_tokens(seq);
   if (seq.text) d.update.new_text = seq.text->take_ready();
   deliveries_.push_back(std::move(d));
 }
 
 void EngineCore::finish(Sequence& seq, FinishReason reason, std::string error) {
-  if (seq.status != SeqStatus::kFinished || !seq.kv.blocks.empty()) scheduler_.finish(&seq);
-  seq.status = SeqStatus::kFinished;
+  scheduler_.finish(&seq);  // releases its blocks; a no-op for one that never got any
   const auto now = Clock::now();
-  Delivery d;
-  d.callback = seq.callback;
-  d.update.id = seq.id;
+  Delivery d = take_new_tokens(seq);
   d.update.finished = true;
-  d.update.new_token_ids.assign(
-      seq.tokens.begin() + seq.num_prompt_tokens + static_cast<std::ptrdiff_t>(seq.num_reported),
-      seq.tokens.end());
   d.output = std::make_unique<RequestOutput>(std::move(seq.output));
   d.output->finish_reason = reason;
   d.output->error = std::move(error);

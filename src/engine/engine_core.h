@@ -43,6 +43,7 @@ class EngineCore {
   std::string prepare_prompt(Request& r) const;
   std::string check_request(const Request& r) const;
   void finish(Sequence& seq, FinishReason reason, std::string error = {});
+  Delivery take_new_tokens(Sequence& seq);
   void report_tokens(Sequence& seq);
   void check_integrity() const;
 

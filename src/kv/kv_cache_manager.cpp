@@ -37,16 +37,18 @@ PrefixMatch KvCacheManager::match(const SeqBlocks& seq, std::span<const TokenId>
   return m;
 }
 
+std::int64_t KvCacheManager::blocks_for(std::int32_t tokens) const {
+  return (static_cast<std::int64_t>(tokens) + block_size_ - 1) / block_size_;
+}
+
 std::int64_t KvCacheManager::blocks_needed(const SeqBlocks& seq, std::int32_t total_tokens) const {
-  const std::int64_t total =
-      (static_cast<std::int64_t>(total_tokens) + block_size_ - 1) / block_size_;
-  return std::max<std::int64_t>(0, total - static_cast<std::int64_t>(seq.blocks.size()));
+  return std::max<std::int64_t>(
+      0, blocks_for(total_tokens) - static_cast<std::int64_t>(seq.blocks.size()));
 }
 
 bool KvCacheManager::admit(SeqBlocks& seq, const PrefixMatch& match, std::int32_t total_tokens) {
   const std::int64_t fresh = std::max<std::int64_t>(
-      0, (static_cast<std::int64_t>(total_tokens) + block_size_ - 1) / block_size_ -
-             static_cast<std::int64_t>(match.blocks.size()));
+      0, blocks_for(total_tokens) - static_cast<std::int64_t>(match.blocks.size()));
   // Matched blocks that are cached (unreferenced) stop being evictable once we take them.
   const auto taken_from_lru = std::count_if(match.blocks.begin(), match.blocks.end(),
                                             [&](BlockId id) { return pool_.is_cached(id); });

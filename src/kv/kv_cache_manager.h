@@ -63,6 +63,8 @@ class KvCacheManager {
   }
 
  private:
+  std::int64_t blocks_for(std::int32_t tokens) const;  // ceil(tokens / block_size)
+
   std::int32_t block_size_;
   bool enable_caching_;
   BlockPool pool_;

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "cachet/errors.h"
+#include "cachet/tokenizer.h"
 #include "model/architecture.h"
 #include "model/safetensors.h"
 #include "util/rng.h"
@@ -80,17 +81,6 @@ std::vector<float> random_values(const TensorSpec& spec, std::uint64_t seed, std
   return values;
 }
 
-json read_json_file(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(ErrorCode::kNotFound, fmt::format("{}: cannot open", path.string()));
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    throw Error(ErrorCode::kInvalidModel,
-                fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
-  }
-}
-
 void write_text(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
@@ -98,59 +88,26 @@ void write_text(const fs::path& path, const std::string& text) {
     throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: cannot write", path.string()));
 }
 
-// Copies tokenizer files and adopts their vocabulary size and special tokens.
+// Copies tokenizer files and adopts their vocabulary size and special tokens. Loading the
+// tokenizer checks that it is one cachet can use, and gives its ids exactly as the engine
+// will see them (added tokens included, with Hugging Face's id assignment rules).
 void adopt_tokenizer(const fs::path& tokenizer, const fs::path& out_dir, ModelConfig& config) {
-  fs::path dir = fs::is_directory(tokenizer) ? tokenizer : tokenizer.parent_path();
-  fs::path tokenizer_json = fs::is_directory(tokenizer) ? tokenizer / "tokenizer.json" : tokenizer;
-  if (!fs::exists(tokenizer_json))
-    throw Error(ErrorCode::kNotFound,
-                fmt::format("{}: tokenizer file not found", tokenizer_json.string()));
-  fs::copy_file(tokenizer_json, out_dir / "tokenizer.json", fs::copy_options::overwrite_existing);
+  const Tokenizer tok = Tokenizer::from_file(tokenizer);
+  const bool is_dir = fs::is_directory(tokenizer);
+  const fs::path dir = is_dir ? tokenizer : tokenizer.parent_path();
+  fs::copy_file(is_dir ? dir / "tokenizer.json" : tokenizer, out_dir / "tokenizer.json",
+                fs::copy_options::overwrite_existing);
   for (const char* extra :
        {"tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"}) {
-    if (fs::exists(dir / extra) && fs::is_directory(tokenizer))
+    if (fs::exists(dir / extra))
       fs::copy_file(dir / extra, out_dir / extra, fs::copy_options::overwrite_existing);
   }
-  json tok = read_json_file(tokenizer_json);
-  std::int64_t max_id = -1;
-  std::map<std::string, std::int32_t> added;
-  if (tok.contains("model") && tok["model"].contains("vocab") &&
-      tok["model"]["vocab"].is_object()) {
-    for (const auto& [piece, id] : tok["model"]["vocab"].items())
-      if (id.is_number_integer()) max_id = std::max<std::int64_t>(max_id, id.get<std::int64_t>());
-  }
-  if (tok.contains("added_tokens") && tok["added_tokens"].is_array()) {
-    for (const auto& t : tok["added_tokens"]) {
-      if (!t.contains("id") || !t["id"].is_number_integer() || !t.contains("content")) continue;
-      auto id = t["id"].get<std::int32_t>();
-      max_id = std::max<std::int64_t>(max_id, id);
-      added[t["content"].get<std::string>()] = id;
-    }
-  }
-  if (max_id < 0)
-    throw Error(ErrorCode::kInvalidModel,
-                fmt::format("{}: no vocabulary found under 'model.vocab' or 'added_tokens'",
-                            tokenizer_json.string()));
-  if (max_id + 1 > config.vocab_size) {
-    // Round up to a multiple of 64, as real checkpoints pad their embedding tables.
-    config.vocab_size = static_cast<std::int32_t>((max_id + 1 + 63) / 64 * 64);
-  }
-  fs::path tokenizer_config = dir / "tokenizer_config.json";
-  if (!fs::exists(tokenizer_config)) return;
-  json tc = read_json_file(tokenizer_config);
-  auto special = [&](const char* key) -> std::optional<std::int32_t> {
-    if (!tc.contains(key)) return std::nullopt;
-    const json& v = tc[key];
-    std::string content = v.is_string() ? v.get<std::string>()
-                          : (v.is_object() && v.contains("content"))
-                              ? v["content"].get<std::string>()
-                              : std::string();
-    auto it = added.find(content);
-    if (it == added.end()) return std::nullopt;
-    return it->second;
-  };
-  config.bos_token_id = special("bos_token");
-  if (auto eos = special("eos_token")) config.eos_token_ids = {*eos};
+  const auto vocab = static_cast<std::int64_t>(tok.vocab_size());
+  // Round up to a multiple of 64, as real checkpoints pad their embedding tables.
+  if (vocab > config.vocab_size)
+    config.vocab_size = static_cast<std::int32_t>((vocab + 63) / 64 * 64);
+  config.bos_token_id = tok.bos_token_id();
+  if (!tok.eos_token_ids().empty()) config.eos_token_ids = tok.eos_token_ids();
 }
 
 }  // namespace
