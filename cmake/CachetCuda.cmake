@@ -15,7 +15,9 @@ if(NOT CACHET_CUDA STREQUAL "OFF")
     endif()
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)
-    set(CMAKE_CUDA_STANDARD 20)
+    # CMake 3.25 does not know nvcc's C++20 flag (the "CUDA20" dialect), so CUDA code is
+    # C++17; the host code that includes the kernel headers is C++20.
+    set(CMAKE_CUDA_STANDARD 17)
     set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     set(CACHET_HAVE_CUDA ON)
     message(STATUS "cachet: CUDA backend ON (archs: ${CMAKE_CUDA_ARCHITECTURES})")
