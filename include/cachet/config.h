@@ -14,6 +14,14 @@ enum class SchedulePolicy {
   kCacheAware,  // among the 64 longest-waiting, the longest cached prefix first (SGLang's LPM)
 };
 
+// Element type of weights, activations and the KV cache on the GPU. The CPU backend always
+// computes in fp32.
+enum class ComputeDType {
+  kAuto,  // bf16
+  kBFloat16,
+  kFloat16,
+};
+
 // Options for building an Engine. Zero means "choose for me" where a field says so;
 // Engine::info() reports the values actually chosen.
 struct EngineConfig {
@@ -31,8 +39,17 @@ struct EngineConfig {
   SchedulePolicy schedule_policy = SchedulePolicy::kFcfs;
   // Number of KV blocks. 0: as many as `kv_cache_bytes` allows.
   std::int64_t num_kv_blocks = 0;
-  // Memory budget for the KV cache in bytes when num_kv_blocks is 0. Default 512 MiB.
-  std::int64_t kv_cache_bytes = std::int64_t{512} << 20;
+  // Memory budget for the KV cache in bytes when num_kv_blocks is 0. 0: the backend's
+  // default, 512 MiB on the CPU and, on a GPU, what `gpu_memory_utilization` leaves.
+  std::int64_t kv_cache_bytes = 0;
+  // CUDA: the fraction of the GPU's total memory the engine may use (weights, activation
+  // workspace, CUDA graphs and the KV cache); the KV cache gets what the rest leaves. Used
+  // when num_kv_blocks and kv_cache_bytes are both 0.
+  double gpu_memory_utilization = 0.9;
+  // CUDA: element type of weights, activations and the KV cache.
+  ComputeDType dtype = ComputeDType::kAuto;
+  // CUDA: capture decode steps in CUDA graphs (one per padded batch size) and replay them.
+  bool enable_cuda_graphs = true;
   // Longest sequence (prompt + generated) in tokens. 0: the model's
   // max_position_embeddings.
   std::int32_t max_model_len = 0;

@@ -45,6 +45,26 @@ struct ForwardBatch {
   std::int32_t num_seqs() const { return static_cast<std::int32_t>(context_lens.size()); }
 };
 
+// How to pick the token of one logits row, for backends that sample where the logits are
+// (sampling::sample's definition, with uniform(seed, counter) as its random draw).
+struct SampleSpec {
+  float temperature = 0.0f;
+  std::int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  std::uint64_t seed = 0;
+  std::uint64_t counter = 0;
+  // -1: no logprobs; 0: the chosen token's only; k > 0: also the top k (<= 20).
+  std::int32_t num_logprobs = -1;
+};
+
+struct SampledToken {
+  TokenId token = 0;
+  float logprob = 0.0f;          // log_softmax(logits)[token] when num_logprobs >= 0
+  std::vector<TokenId> top_ids;  // the top num_logprobs, descending, ties lower id first
+  std::vector<float> top_logprobs;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -56,6 +76,14 @@ class Backend {
   // the logits of the tokens in batch.logits_indices in `logits`, resized to
   // [logits_indices.size(), vocab_size] row-major, fp32.
   virtual void forward(const ForwardBatch& batch, std::vector<float>& logits) = 0;
+
+  // Whether forward_sample() is implemented: the backend then samples next to the logits
+  // and returns only tokens (and the logprobs asked for), not whole logits rows.
+  virtual bool samples_on_device() const { return false; }
+  // forward(), then for each logits row i the token specs[i] picks, in `out` (resized to
+  // logits_indices.size()). specs.size() must equal batch.logits_indices.size().
+  virtual void forward_sample(const ForwardBatch& batch, const std::vector<SampleSpec>& specs,
+                              std::vector<SampledToken>& out);
 };
 
 }  // namespace cachet::backend

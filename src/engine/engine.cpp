@@ -15,6 +15,9 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/device_probe.h"
+#if defined(CACHET_WITH_CUDA)
+#include "backend/cuda/cuda_backend.h"
+#endif
 #include "engine/engine_core.h"
 #include "model/model_config.h"
 #include "model/weights.h"
@@ -34,9 +37,11 @@ void check_config(const EngineConfig& c) {
       !std::has_single_bit(static_cast<unsigned>(c.block_size)))
     bad(fmt::format("block_size must be a power of two in [1, 256], got {}", c.block_size));
   if (c.num_kv_blocks < 0) bad(fmt::format("num_kv_blocks must be >= 0, got {}", c.num_kv_blocks));
-  if (c.num_kv_blocks == 0 && c.kv_cache_bytes <= 0)
-    bad(fmt::format("kv_cache_bytes must be > 0 when num_kv_blocks is 0, got {}",
+  if (c.kv_cache_bytes < 0)
+    bad(fmt::format("kv_cache_bytes must be >= 0 (0: the backend's default), got {}",
                     c.kv_cache_bytes));
+  if (!(c.gpu_memory_utilization > 0 && c.gpu_memory_utilization <= 1))
+    bad(fmt::format("gpu_memory_utilization must be in (0, 1], got {}", c.gpu_memory_utilization));
   if (c.max_model_len < 0) bad(fmt::format("max_model_len must be >= 0, got {}", c.max_model_len));
   if (c.max_num_seqs < 1) bad(fmt::format("max_num_seqs must be >= 1, got {}", c.max_num_seqs));
   if (c.max_num_batched_tokens < 1)
@@ -107,14 +112,13 @@ Engine::Impl::Impl(const EngineConfig& config) {
   merge_generation_config(dir, model.eos_token_ids);
 
   const backend::CudaProbe probe = backend::probe_cuda();
-  const std::string no_cuda =
-      probe.problem.empty() ? "the CUDA backend is not implemented in this version" : probe.problem;
-  if (config.device == Device::kCuda)
-    throw Error(
-        ErrorCode::kUnavailable,
-        fmt::format("Device::kCuda requested but the CUDA backend cannot be used: {}", no_cuda));
-  if (config.device == Device::kAuto)
-    util::logger().info("device auto: using the CPU backend ({})", no_cuda);
+  if (config.device == Device::kCuda && !probe.problem.empty())
+    throw Error(ErrorCode::kUnavailable,
+                fmt::format("Device::kCuda requested but the CUDA backend cannot be used: {}",
+                            probe.problem));
+  const bool use_cuda = config.device != Device::kCpu && probe.problem.empty();
+  if (config.device == Device::kAuto && !use_cuda)
+    util::logger().info("device auto: using the CPU backend ({})", probe.problem);
 
   const std::int32_t max_len =
       config.max_model_len > 0 ? config.max_model_len : model.max_position_embeddings;
@@ -128,23 +132,52 @@ Engine::Impl::Impl(const EngineConfig& config) {
                           ? config.num_threads
                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 
-  const std::int64_t block_bytes = backend::cpu_kv_block_bytes(model, config.block_size);
-  std::int64_t num_blocks =
-      config.num_kv_blocks > 0 ? config.num_kv_blocks : config.kv_cache_bytes / block_bytes;
-  if (num_blocks < 1)
-    throw Error(ErrorCode::kOutOfMemory,
-                fmt::format("EngineConfig: kv_cache_bytes {} holds no KV block (one block of {} "
-                            "tokens takes {} bytes)",
-                            config.kv_cache_bytes, config.block_size, block_bytes));
-  num_blocks = std::min<std::int64_t>(num_blocks,
-                                      std::numeric_limits<std::int32_t>::max() / config.block_size);
-
-  backend::KvCacheSpec kv{model.num_layers, model.num_kv_heads, model.head_dim, config.block_size,
-                          num_blocks};
   // A model directory may come without a tokenizer (token-id prompts only); a tokenizer that
   // is there but broken is an error naming it.
   if (fs::exists(dir / "tokenizer.json")) tokenizer = Tokenizer::from_file(dir);
-  auto backend = backend::make_cpu_backend(model, model::load_weights(dir, model), kv, threads);
+
+  std::unique_ptr<backend::Backend> backend;
+  std::int64_t block_bytes = 0;
+#if defined(CACHET_WITH_CUDA)
+  if (use_cuda) {
+    backend::CudaBackendOptions o;
+    o.fp16 = config.dtype == ComputeDType::kFloat16;
+    o.block_size = config.block_size;
+    o.num_kv_blocks = config.num_kv_blocks;
+    o.kv_cache_bytes = config.kv_cache_bytes;
+    o.gpu_memory_utilization = config.gpu_memory_utilization;
+    o.max_model_len = max_len;
+    o.max_num_seqs = config.max_num_seqs;
+    o.max_num_batched_tokens = config.max_num_batched_tokens;
+    o.enable_cuda_graphs = config.enable_cuda_graphs;
+    try {
+      backend = backend::make_cuda_backend(model, model::load_weights(dir, model), o);
+      block_bytes = backend::cuda_kv_block_bytes(model, config.block_size);
+    } catch (const Error& e) {
+      // kAuto runs what the GPU kernels do not cover (a head_dim, a block size) on the CPU.
+      if (config.device != Device::kAuto || e.code() != ErrorCode::kUnsupported) throw;
+      util::logger().warn("device auto: using the CPU backend ({})", e.what());
+    }
+  }
+#endif
+  if (!backend) {
+    block_bytes = backend::cpu_kv_block_bytes(model, config.block_size);
+    const std::int64_t budget =
+        config.kv_cache_bytes > 0 ? config.kv_cache_bytes : std::int64_t{512} << 20;
+    std::int64_t num_blocks =
+        config.num_kv_blocks > 0 ? config.num_kv_blocks : budget / block_bytes;
+    if (num_blocks < 1)
+      throw Error(ErrorCode::kOutOfMemory,
+                  fmt::format("EngineConfig: kv_cache_bytes {} holds no KV block (one block of {} "
+                              "tokens takes {} bytes)",
+                              budget, config.block_size, block_bytes));
+    num_blocks = std::min<std::int64_t>(
+        num_blocks, std::numeric_limits<std::int32_t>::max() / config.block_size);
+    backend::KvCacheSpec kv{model.num_layers, model.num_kv_heads, model.head_dim, config.block_size,
+                            num_blocks};
+    backend = backend::make_cpu_backend(model, model::load_weights(dir, model), kv, threads);
+  }
+  const std::int64_t num_blocks = backend->kv_spec().num_blocks;
 
   info.architecture = std::string(model::arch_name(model.arch));
   info.backend = std::string(backend->name());

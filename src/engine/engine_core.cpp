@@ -175,8 +175,29 @@ void EngineCore::step() {
   ++num_steps_;
   peak_in_use_ = std::max(peak_in_use_, kv_.pool().num_in_use());
   BuiltBatch built = build_batch(step, info_.block_size);
+  // Backends that sample next to the logits do so unless a row wants prompt logprobs (the
+  // logprob of a given token, which only the host path computes).
+  bool on_device = backend_->samples_on_device();
+  for (const LogitsUse& use : built.uses)
+    if (use.kind == LogitsUse::Kind::kPromptLogprob) on_device = false;
   try {
-    backend_->forward(built.batch, logits_);
+    if (on_device) {
+      specs_.resize(built.uses.size());
+      for (std::size_t row = 0; row < built.uses.size(); ++row) {
+        const Sequence& seq = *built.uses[row].seq;
+        const SamplingParams& p = seq.params;
+        specs_[row] = {p.temperature,
+                       p.top_k,
+                       p.top_p,
+                       p.min_p,
+                       seq.seed,
+                       static_cast<std::uint64_t>(seq.num_generated()),
+                       p.logprobs ? *p.logprobs : -1};
+      }
+      backend_->forward_sample(built.batch, specs_, sampled_);
+    } else {
+      backend_->forward(built.batch, logits_);
+    }
   } catch (const std::exception& e) {
     for (const auto& s : step.seqs)
       finish(*s.seq, FinishReason::kError, fmt::format("forward pass failed: {}", e.what()));
@@ -188,17 +209,34 @@ void EngineCore::step() {
   for (std::size_t row = 0; row < built.uses.size(); ++row) {
     const LogitsUse& use = built.uses[row];
     Sequence& seq = *use.seq;
-    std::span<const float> logits(logits_.data() + row * vocab, vocab);
-    if (use.kind == LogitsUse::Kind::kPromptLogprob) {
-      const TokenId next = seq.tokens[static_cast<std::size_t>(use.position + 1)];
-      seq.output.prompt_logprobs[static_cast<std::size_t>(use.position + 1)] =
-          sampling::top_logprobs(logits, *seq.params.prompt_logprobs, next);
-      continue;
+    TokenId token = 0;
+    if (on_device) {
+      const backend::SampledToken& r = sampled_[row];
+      token = r.token;
+      if (seq.params.logprobs) {
+        // top_logprobs()' shape: the top k, then the chosen token when not among them.
+        std::vector<TokenLogprob> list;
+        bool has_token = false;
+        for (std::size_t i = 0; i < r.top_ids.size(); ++i) {
+          list.push_back({r.top_ids[i], r.top_logprobs[i]});
+          has_token = has_token || r.top_ids[i] == token;
+        }
+        if (!has_token) list.push_back({token, r.logprob});
+        seq.output.logprobs.push_back(std::move(list));
+      }
+    } else {
+      std::span<const float> logits(logits_.data() + row * vocab, vocab);
+      if (use.kind == LogitsUse::Kind::kPromptLogprob) {
+        const TokenId next = seq.tokens[static_cast<std::size_t>(use.position + 1)];
+        seq.output.prompt_logprobs[static_cast<std::size_t>(use.position + 1)] =
+            sampling::top_logprobs(logits, *seq.params.prompt_logprobs, next);
+        continue;
+      }
+      token = sampling::sample(logits, seq.params, seq.seed,
+                               static_cast<std::uint64_t>(seq.num_generated()));
+      if (seq.params.logprobs)
+        seq.output.logprobs.push_back(sampling::top_logprobs(logits, *seq.params.logprobs, token));
     }
-    const TokenId token = sampling::sample(logits, seq.params, seq.seed,
-                                           static_cast<std::uint64_t>(seq.num_generated()));
-    if (seq.params.logprobs)
-      seq.output.logprobs.push_back(sampling::top_logprobs(logits, *seq.params.logprobs, token));
     seq.tokens.push_back(token);
     if (!seq.first_token_at) seq.first_token_at = Clock::now();
     const auto& eos = model_.eos_token_ids;

@@ -56,7 +56,9 @@ class EngineCore {
   Scheduler scheduler_;
   std::unordered_map<RequestId, std::unique_ptr<Sequence>> live_;
   std::vector<Delivery> deliveries_;
-  std::vector<float> logits_;  // [rows, vocab] of the last step
+  std::vector<float> logits_;  // [rows, vocab] of the last step (host sampling)
+  std::vector<backend::SampleSpec> specs_;      // per logits row (device sampling)
+  std::vector<backend::SampledToken> sampled_;  // per logits row (device sampling)
   std::uint64_t next_arrival_ = 0;
   std::int64_t num_steps_ = 0, num_finished_ = 0, peak_in_use_ = 0;
 };

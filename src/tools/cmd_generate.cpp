@@ -25,7 +25,9 @@ struct GenerateArgs {
   std::string device = "auto";
   EngineConfig engine;
   std::int64_t kv_cache_bytes = 0;
-  std::int64_t kv_cache_mib = 512;
+  std::int64_t kv_cache_mib = 0;
+  std::string dtype = "auto";
+  bool no_cuda_graphs = false;
   bool no_prefix_cache = false;
   bool print_stats = false;
   std::string schedule = "fcfs";
@@ -139,8 +141,17 @@ Runner add_generate_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--block-size", a->engine.block_size, "Tokens per KV block")
       ->capture_default_str();
-  cmd->add_option("--kv-cache-mib", a->kv_cache_mib, "KV cache budget in MiB")
+  cmd->add_option("--kv-cache-mib", a->kv_cache_mib,
+                  "KV cache budget in MiB (0 = 512 on the CPU; on a GPU what "
+                  "--gpu-memory-utilization leaves)")
       ->capture_default_str();
+  cmd->add_option("--gpu-memory-utilization", a->engine.gpu_memory_utilization,
+                  "Fraction of GPU memory the engine may use")
+      ->capture_default_str();
+  cmd->add_option("--dtype", a->dtype, "GPU element type: auto (bf16) | bf16 | fp16")
+      ->check(CLI::IsMember({"auto", "bf16", "fp16"}))
+      ->capture_default_str();
+  cmd->add_flag("--no-cuda-graphs", a->no_cuda_graphs, "Run GPU decode steps without CUDA graphs");
   cmd->add_option("--kv-cache-bytes", a->kv_cache_bytes,
                   "KV cache budget in bytes (overrides --kv-cache-mib)");
   cmd->add_option("--num-kv-blocks", a->engine.num_kv_blocks,
@@ -167,6 +178,10 @@ Runner add_generate_command(CLI::App& app) {
                        : a->device == "cuda" ? Device::kCuda
                                              : Device::kAuto;
     a->engine.kv_cache_bytes = a->kv_cache_bytes > 0 ? a->kv_cache_bytes : a->kv_cache_mib << 20;
+    a->engine.dtype = a->dtype == "fp16"   ? ComputeDType::kFloat16
+                      : a->dtype == "bf16" ? ComputeDType::kBFloat16
+                                           : ComputeDType::kAuto;
+    a->engine.enable_cuda_graphs = !a->no_cuda_graphs;
     a->engine.enable_prefix_caching = !a->no_prefix_cache;
     a->engine.schedule_policy =
         a->schedule == "cache-aware" ? SchedulePolicy::kCacheAware : SchedulePolicy::kFcfs;
