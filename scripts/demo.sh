@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# README command 1: install what is missing, build, make the demo model if absent, generate.
+# README command 1: install what is missing, build, make the demo model if absent, generate,
+# then run examples/shared_system_prompt.cpp on the same model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 PRESET=${CACHET_PRESET:-release}
 [ -f "build/$PRESET/build.ninja" ] || cmake --preset "$PRESET" >/dev/null
-cmake --build --preset "$PRESET" --target cachet_cli
+cmake --build --preset "$PRESET" --target cachet_cli shared_system_prompt
 CACHET=build/$PRESET/bin/cachet
 MODEL=${CACHET_DEMO_MODEL:-models/demo-qwen3-medium}
 if [ ! -f "$MODEL/config.json" ]; then
@@ -15,5 +16,10 @@ if [ ! -f "$MODEL/config.json" ]; then
 fi
 # Three prompts share a system prompt: the prefix cache computes it once (see the
 # "from the prefix cache" counts and the stats printed at the end).
-exec "$CACHET" generate --model "$MODEL" --prompts-file examples/demo_prompts.jsonl \
+"$CACHET" generate --model "$MODEL" --prompts-file examples/demo_prompts.jsonl \
   --max-tokens 24 --temperature 0 --ignore-eos --stats "$@"
+# Two rounds of questions against one long system prompt, from C++: per-request cached
+# tokens and time to first token, cold round then warm round.
+echo
+echo "== examples/shared_system_prompt.cpp =="
+exec "build/$PRESET/bin/shared_system_prompt" "$MODEL"
