@@ -7,6 +7,7 @@
 
 #include "cachet/engine.h"
 #include "tools/commands.h"
+#include "tools/engine_flags.h"
 #include "tools/request_file.h"
 
 namespace cachet::tools {
@@ -22,15 +23,8 @@ struct GenerateArgs {
   std::int32_t prompt_logprobs = -1;
   std::uint64_t seed = 0;
   bool json = false;
-  std::string device = "auto";
-  EngineConfig engine;
-  std::int64_t kv_cache_bytes = 0;
-  std::int64_t kv_cache_mib = 0;
-  std::string dtype = "auto";
-  bool no_cuda_graphs = false;
-  bool no_prefix_cache = false;
+  EngineFlags engine;
   bool print_stats = false;
-  std::string schedule = "fcfs";
 };
 
 nlohmann::json logprob_list(const std::vector<TokenLogprob>& entries) {
@@ -108,7 +102,7 @@ Runner add_generate_command(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
   CLI::App* cmd =
       app.add_subcommand("generate", "Generate from one or more prompts (batched together)");
-  cmd->add_option("--model", a->engine.model_dir, "Hugging Face model directory")->required();
+  add_engine_flags(*cmd, a->engine);
   auto* ids = cmd->add_option("--prompt-ids", a->prompt_ids,
                               "Prompt as comma-separated token ids (repeatable)");
   auto* text = cmd->add_option("--prompt", a->prompts,
@@ -134,58 +128,11 @@ Runner add_generate_command(CLI::App& app) {
                   "A string that ends a request, cut from its text (repeatable)");
   cmd->add_flag("--ignore-eos", a->params.ignore_eos, "Do not stop at the model's EOS tokens");
   cmd->add_flag("--json", a->json, "Print JSON Lines, one object per request in input order");
-  cmd->add_option("--device", a->device, "auto | cpu | cuda")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
-      ->capture_default_str();
-  cmd->add_option("--threads", a->engine.num_threads, "CPU threads (0 = all cores)")
-      ->capture_default_str();
-  cmd->add_option("--block-size", a->engine.block_size, "Tokens per KV block")
-      ->capture_default_str();
-  cmd->add_option("--kv-cache-mib", a->kv_cache_mib,
-                  "KV cache budget in MiB (0 = 512 on the CPU; on a GPU what "
-                  "--gpu-memory-utilization leaves)")
-      ->capture_default_str();
-  cmd->add_option("--gpu-memory-utilization", a->engine.gpu_memory_utilization,
-                  "Fraction of GPU memory the engine may use")
-      ->capture_default_str();
-  cmd->add_option("--dtype", a->dtype, "GPU element type: auto (bf16) | bf16 | fp16")
-      ->check(CLI::IsMember({"auto", "bf16", "fp16"}))
-      ->capture_default_str();
-  cmd->add_flag("--no-cuda-graphs", a->no_cuda_graphs, "Run GPU decode steps without CUDA graphs");
-  cmd->add_option("--kv-cache-bytes", a->kv_cache_bytes,
-                  "KV cache budget in bytes (overrides --kv-cache-mib)");
-  cmd->add_option("--num-kv-blocks", a->engine.num_kv_blocks,
-                  "Number of KV blocks (overrides the byte budget)");
-  cmd->add_flag("--no-prefix-cache", a->no_prefix_cache, "Disable automatic prefix caching");
-  cmd->add_option("--schedule", a->schedule, "fcfs | cache-aware")
-      ->check(CLI::IsMember({"fcfs", "cache-aware"}))
-      ->capture_default_str();
   cmd->add_flag("--stats", a->print_stats,
                 "Print the engine's statistics (JSON) on stderr at the end");
-  cmd->add_option("--max-num-seqs", a->engine.max_num_seqs, "Sequences per step")
-      ->capture_default_str();
-  cmd->add_option("--max-num-batched-tokens", a->engine.max_num_batched_tokens, "Tokens per step")
-      ->capture_default_str();
-  cmd->add_option("--max-model-len", a->engine.max_model_len, "0 = the model's")
-      ->capture_default_str();
-  cmd->add_option("--log-level", a->engine.log_level, "trace|debug|info|warn|error|off")
-      ->capture_default_str();
-
   return [a, seed] {
     if (a->logprobs >= 0) a->params.logprobs = a->logprobs;
     if (a->prompt_logprobs >= 0) a->params.prompt_logprobs = a->prompt_logprobs;
-    a->engine.device = a->device == "cpu"    ? Device::kCpu
-                       : a->device == "cuda" ? Device::kCuda
-                                             : Device::kAuto;
-    a->engine.kv_cache_bytes = a->kv_cache_bytes > 0 ? a->kv_cache_bytes : a->kv_cache_mib << 20;
-    a->engine.dtype = a->dtype == "fp16"   ? ComputeDType::kFloat16
-                      : a->dtype == "bf16" ? ComputeDType::kBFloat16
-                                           : ComputeDType::kAuto;
-    a->engine.enable_cuda_graphs = !a->no_cuda_graphs;
-    a->engine.enable_prefix_caching = !a->no_prefix_cache;
-    a->engine.schedule_policy =
-        a->schedule == "cache-aware" ? SchedulePolicy::kCacheAware : SchedulePolicy::kFcfs;
-
     std::vector<Request> requests;
     if (!a->prompts_file.empty()) {
       requests = read_requests_file(a->prompts_file, a->params);
@@ -201,7 +148,7 @@ Runner add_generate_command(CLI::App& app) {
       for (std::size_t i = 0; i < requests.size(); ++i)
         if (!requests[i].params.seed) requests[i].params.seed = a->seed + i;
 
-    Engine engine(a->engine);
+    Engine engine(engine_config(a->engine));
     const auto start = std::chrono::steady_clock::now();
     std::vector<RequestOutput> outputs = engine.generate(requests);
     const double wall_s =

@@ -13,5 +13,7 @@ Runner add_generate_command(CLI::App& app);
 Runner add_make_model_command(CLI::App& app);
 Runner add_info_command(CLI::App& app);
 Runner add_tokenize_command(CLI::App& app);
+// `bench` with its subcommand `serve`.
+Runner add_bench_command(CLI::App& app);
 
 }  // namespace cachet::tools

@@ -1,4 +1,4 @@
-// `cachet`: generate with a model, make test models, inspect a model, tokenize.
+// `cachet`: generate with a model, make test models, inspect a model, tokenize, benchmark.
 #include <fmt/core.h>
 
 #include <CLI/CLI.hpp>
@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   cachet::tools::Runner make_model = cachet::tools::add_make_model_command(app);
   cachet::tools::Runner info = cachet::tools::add_info_command(app);
   cachet::tools::Runner tokenize = cachet::tools::add_tokenize_command(app);
+  cachet::tools::Runner bench = cachet::tools::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("make-model")) return make_model();
     if (app.got_subcommand("info")) return info();
     if (app.got_subcommand("tokenize")) return tokenize();
+    if (app.got_subcommand("bench")) return bench();
   } catch (const cachet::Error& e) {
     fmt::print(stderr, "cachet: error: {}\n", e.what());
     return 1;

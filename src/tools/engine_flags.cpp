@@ -1,0 +1,56 @@
+#include "tools/engine_flags.h"
+
+namespace cachet::tools {
+
+void add_engine_flags(CLI::App& cmd, EngineFlags& f) {
+  cmd.add_option("--model", f.config.model_dir, "Hugging Face model directory")->required();
+  cmd.add_option("--device", f.device, "auto | cpu | cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
+  cmd.add_option("--threads", f.config.num_threads, "CPU threads (0 = all cores)")
+      ->capture_default_str();
+  cmd.add_option("--block-size", f.config.block_size, "Tokens per KV block")->capture_default_str();
+  cmd.add_option("--kv-cache-mib", f.kv_cache_mib,
+                 "KV cache budget in MiB (0 = 512 on the CPU; on a GPU what "
+                 "--gpu-memory-utilization leaves)")
+      ->capture_default_str();
+  cmd.add_option("--gpu-memory-utilization", f.config.gpu_memory_utilization,
+                 "Fraction of GPU memory the engine may use")
+      ->capture_default_str();
+  cmd.add_option("--dtype", f.dtype, "GPU element type: auto (bf16) | bf16 | fp16")
+      ->check(CLI::IsMember({"auto", "bf16", "fp16"}))
+      ->capture_default_str();
+  cmd.add_flag("--no-cuda-graphs", f.no_cuda_graphs, "Run GPU decode steps without CUDA graphs");
+  cmd.add_option("--kv-cache-bytes", f.kv_cache_bytes,
+                 "KV cache budget in bytes (overrides --kv-cache-mib)");
+  cmd.add_option("--num-kv-blocks", f.config.num_kv_blocks,
+                 "Number of KV blocks (overrides the byte budget)");
+  cmd.add_flag("--no-prefix-cache", f.no_prefix_cache, "Disable automatic prefix caching");
+  cmd.add_option("--schedule", f.schedule, "fcfs | cache-aware")
+      ->check(CLI::IsMember({"fcfs", "cache-aware"}))
+      ->capture_default_str();
+  cmd.add_option("--max-num-seqs", f.config.max_num_seqs, "Sequences per step")
+      ->capture_default_str();
+  cmd.add_option("--max-num-batched-tokens", f.config.max_num_batched_tokens, "Tokens per step")
+      ->capture_default_str();
+  cmd.add_option("--max-model-len", f.config.max_model_len, "0 = the model's")
+      ->capture_default_str();
+  cmd.add_option("--log-level", f.config.log_level, "trace|debug|info|warn|error|off")
+      ->capture_default_str();
+}
+
+EngineConfig engine_config(const EngineFlags& f) {
+  EngineConfig c = f.config;
+  c.device = f.device == "cpu" ? Device::kCpu : f.device == "cuda" ? Device::kCuda : Device::kAuto;
+  c.kv_cache_bytes = f.kv_cache_bytes > 0 ? f.kv_cache_bytes : f.kv_cache_mib << 20;
+  c.dtype = f.dtype == "fp16"   ? ComputeDType::kFloat16
+            : f.dtype == "bf16" ? ComputeDType::kBFloat16
+                                : ComputeDType::kAuto;
+  c.enable_cuda_graphs = !f.no_cuda_graphs;
+  c.enable_prefix_caching = !f.no_prefix_cache;
+  c.schedule_policy =
+      f.schedule == "cache-aware" ? SchedulePolicy::kCacheAware : SchedulePolicy::kFcfs;
+  return c;
+}
+
+}  // namespace cachet::tools
