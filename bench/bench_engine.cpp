@@ -13,6 +13,7 @@
 #include <map>
 #include <string>
 
+#include "bench_util.h"
 #include "cachet/engine.h"
 #include "model/make_model.h"
 
@@ -20,20 +21,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
-std::vector<cachet::TokenId> tokens(int n, int vocab, std::uint64_t seed) {
-  std::vector<cachet::TokenId> t;
-  std::uint64_t x = seed * 0x9e3779b97f4a7c15ull + 7;
-  for (int i = 0; i < n; ++i) {
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    t.push_back(static_cast<cachet::TokenId>(x % static_cast<std::uint64_t>(vocab)));
-  }
-  return t;
-}
+using cachet::bench::median;
+using cachet::bench::tokens;
 
 }  // namespace
 

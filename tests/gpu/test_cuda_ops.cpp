@@ -25,41 +25,12 @@
 #include "backend/cpu/cpu_ops.h"
 #include "model/dtype.h"
 #include "ops.h"
+#include "support/cuda_test_util.h"
 
 namespace cachet::kernels {
 namespace {
 
-#define CUDA_OK(expr)                                                                  \
-  do {                                                                                 \
-    const cudaError_t cuda_ok_ = (expr);                                               \
-    ASSERT_EQ(cuda_ok_, cudaSuccess) << #expr << ": " << cudaGetErrorString(cuda_ok_); \
-  } while (0)
-
-template <typename V>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(std::size_t n) : n_(n) {
-    const std::size_t bytes = std::max<std::size_t>(n, 1) * sizeof(V);
-    if (cudaMalloc(reinterpret_cast<void**>(&p_), bytes) != cudaSuccess) p_ = nullptr;
-  }
-  explicit DeviceBuffer(const std::vector<V>& host) : DeviceBuffer(host.size()) { upload(host); }
-  ~DeviceBuffer() { cudaFree(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  V* get() const { return p_; }
-  void upload(const std::vector<V>& host) {
-    cudaMemcpy(p_, host.data(), host.size() * sizeof(V), cudaMemcpyHostToDevice);
-  }
-  std::vector<V> download() const {
-    std::vector<V> host(n_);
-    cudaMemcpy(host.data(), p_, n_ * sizeof(V), cudaMemcpyDeviceToHost);
-    return host;
-  }
-
- private:
-  V* p_ = nullptr;
-  std::size_t n_;
-};
+using cachet::testing::DeviceBuffer;
 
 constexpr DType kDTypes[] = {DType::kBF16, DType::kFP16};
 
@@ -69,7 +40,6 @@ std::uint16_t to_bits(DType d, float f) {
 float from_bits(DType d, std::uint16_t b) {
   return d == DType::kBF16 ? model::bf16_to_f32(b) : model::f16_to_f32(b);
 }
-float round_to(DType d, float f) { return from_bits(d, to_bits(d, f)); }
 // A NaN in either format.
 std::uint16_t nan_bits(DType d) { return d == DType::kBF16 ? 0x7fc1 : 0x7e01; }
 

@@ -25,40 +25,12 @@
 #include "cachet/sampling.h"
 #include "sampling.h"
 #include "sampling/sampler.h"
+#include "support/cuda_test_util.h"
 
 namespace cachet::kernels {
 namespace {
 
-#define CUDA_OK(expr)                                                                  \
-  do {                                                                                 \
-    const cudaError_t cuda_ok_ = (expr);                                               \
-    ASSERT_EQ(cuda_ok_, cudaSuccess) << #expr << ": " << cudaGetErrorString(cuda_ok_); \
-  } while (0)
-
-template <typename V>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(std::size_t n) : n_(n) {
-    const std::size_t bytes = std::max<std::size_t>(n, 1) * sizeof(V);
-    if (cudaMalloc(reinterpret_cast<void**>(&p_), bytes) != cudaSuccess) p_ = nullptr;
-  }
-  explicit DeviceBuffer(const std::vector<V>& host) : DeviceBuffer(host.size()) {
-    cudaMemcpy(p_, host.data(), host.size() * sizeof(V), cudaMemcpyHostToDevice);
-  }
-  ~DeviceBuffer() { cudaFree(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  V* get() const { return p_; }
-  std::vector<V> download() const {
-    std::vector<V> host(n_);
-    cudaMemcpy(host.data(), p_, n_ * sizeof(V), cudaMemcpyDeviceToHost);
-    return host;
-  }
-
- private:
-  V* p_ = nullptr;
-  std::size_t n_;
-};
+using cachet::testing::DeviceBuffer;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();

@@ -19,43 +19,12 @@ void fail_cublas(cublasStatus_t status, const std::string& what) {
                                 static_cast<int>(status)));
 }
 
-DeviceBuffer::DeviceBuffer(std::size_t bytes, const std::string& what) {
-  if (bytes == 0) return;
-  const cudaError_t status = cudaMalloc(&ptr_, bytes);
-  if (status != cudaSuccess) {
-    ptr_ = nullptr;
-    cudaGetLastError();
-    throw Error(ErrorCode::kOutOfMemory,
-                fmt::format("cuda backend: cannot allocate {} ({:.1f} MiB) on the GPU: {}", what,
-                            bytes / 1048576.0, cudaGetErrorString(status)));
-  }
-  bytes_ = bytes;
-}
-
-void DeviceBuffer::reset() noexcept {
-  if (ptr_ != nullptr) cudaFree(ptr_);
-  ptr_ = nullptr;
-  bytes_ = 0;
-}
-
-PinnedBuffer::PinnedBuffer(std::size_t bytes, const std::string& what) {
-  if (bytes == 0) return;
-  const cudaError_t status = cudaMallocHost(&ptr_, bytes);
-  if (status != cudaSuccess) {
-    ptr_ = nullptr;
-    cudaGetLastError();
-    throw Error(ErrorCode::kOutOfMemory,
-                fmt::format("cuda backend: cannot allocate {} ({:.1f} MiB) of pinned host "
-                            "memory: {}",
-                            what, bytes / 1048576.0, cudaGetErrorString(status)));
-  }
-  bytes_ = bytes;
-}
-
-void PinnedBuffer::reset() noexcept {
-  if (ptr_ != nullptr) cudaFreeHost(ptr_);
-  ptr_ = nullptr;
-  bytes_ = 0;
+void fail_allocation(cudaError_t status, std::size_t bytes, const std::string& what,
+                     const char* where) {
+  cudaGetLastError();  // a failed allocation leaves a non-sticky error behind
+  throw Error(ErrorCode::kOutOfMemory,
+              fmt::format("cuda backend: cannot allocate {} ({:.1f} MiB) {}: {}", what,
+                          bytes / 1048576.0, where, cudaGetErrorString(status)));
 }
 
 }  // namespace cachet::backend::cuda

@@ -23,16 +23,41 @@ inline void check(cublasStatus_t status, const char* what) {
   if (status != CUBLAS_STATUS_SUCCESS) fail_cublas(status, what);
 }
 
-// A device allocation. Move-only; freed on destruction.
-class DeviceBuffer {
+// Throws kOutOfMemory: "cannot allocate {what} ({size} MiB) {where}: {CUDA's reason}".
+[[noreturn]] void fail_allocation(cudaError_t status, std::size_t bytes, const std::string& what,
+                                  const char* where);
+
+// Where an Allocation's memory comes from.
+struct DeviceMemory {
+  static cudaError_t allocate(void** p, std::size_t n) { return cudaMalloc(p, n); }
+  static void release(void* p) noexcept { cudaFree(p); }
+  static constexpr const char* kWhere = "on the GPU";
+};
+struct PinnedHostMemory {  // page-locked, for asynchronous copies
+  static cudaError_t allocate(void** p, std::size_t n) { return cudaMallocHost(p, n); }
+  static void release(void* p) noexcept { cudaFreeHost(p); }
+  static constexpr const char* kWhere = "of pinned host memory";
+};
+
+// One allocation from `Memory`. Move-only; freed on destruction.
+template <class Memory>
+class Allocation {
  public:
-  DeviceBuffer() = default;
-  // Throws kOutOfMemory naming `what` and the size when cudaMalloc fails.
-  DeviceBuffer(std::size_t bytes, const std::string& what);
-  ~DeviceBuffer() { reset(); }
-  DeviceBuffer(DeviceBuffer&& o) noexcept
+  Allocation() = default;
+  // Throws kOutOfMemory naming `what` and the size when the allocation fails.
+  Allocation(std::size_t bytes, const std::string& what) {
+    if (bytes == 0) return;
+    const cudaError_t status = Memory::allocate(&ptr_, bytes);
+    if (status != cudaSuccess) {
+      ptr_ = nullptr;
+      fail_allocation(status, bytes, what, Memory::kWhere);
+    }
+    bytes_ = bytes;
+  }
+  ~Allocation() { reset(); }
+  Allocation(Allocation&& o) noexcept
       : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+  Allocation& operator=(Allocation&& o) noexcept {
     if (this != &o) {
       reset();
       ptr_ = std::exchange(o.ptr_, nullptr);
@@ -40,10 +65,14 @@ class DeviceBuffer {
     }
     return *this;
   }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  Allocation(const Allocation&) = delete;
+  Allocation& operator=(const Allocation&) = delete;
 
-  void reset() noexcept;
+  void reset() noexcept {
+    if (ptr_ != nullptr) Memory::release(ptr_);
+    ptr_ = nullptr;
+    bytes_ = 0;
+  }
   void* get() const { return ptr_; }
   template <class T>
   T* as() const {
@@ -56,36 +85,8 @@ class DeviceBuffer {
   std::size_t bytes_ = 0;
 };
 
-// Page-locked host memory, for asynchronous copies.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  PinnedBuffer(std::size_t bytes, const std::string& what);
-  ~PinnedBuffer() { reset(); }
-  PinnedBuffer(PinnedBuffer&& o) noexcept
-      : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
-    if (this != &o) {
-      reset();
-      ptr_ = std::exchange(o.ptr_, nullptr);
-      bytes_ = std::exchange(o.bytes_, 0);
-    }
-    return *this;
-  }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-
-  void reset() noexcept;
-  template <class T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-  std::size_t bytes() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  std::size_t bytes_ = 0;
-};
+using DeviceBuffer = Allocation<DeviceMemory>;
+using PinnedBuffer = Allocation<PinnedHostMemory>;
 
 // Owns a stream, a cuBLASLt handle, graphs and graph executables.
 struct StreamDeleter {
