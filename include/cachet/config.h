@@ -60,6 +60,10 @@ struct EngineConfig {
   std::int32_t max_num_batched_tokens = 2048;
   // CPU worker threads. 0: std::thread::hardware_concurrency().
   std::int32_t num_threads = 0;
+  // Debugging aid (slow): fill fresh KV blocks and every block returned to the free list
+  // (freed or evicted) with NaN, and fail a step whose logits are not finite, so that any
+  // read of K/V the block table does not vouch for fails loudly. On in cachet's tests.
+  bool debug_poison_kv = false;
   // Log level of the library's logger: "trace", "debug", "info", "warn", "error", "off".
   std::string log_level = "warn";
 };

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -76,6 +77,10 @@ class Backend {
   // the logits of the tokens in batch.logits_indices in `logits`, resized to
   // [logits_indices.size(), vocab_size] row-major, fp32.
   virtual void forward(const ForwardBatch& batch, std::vector<float>& logits) = 0;
+
+  // Debugging aid: overwrites every layer's K and V of these blocks with NaN, so that a read
+  // of K/V the block table does not vouch for shows up as NaN logits.
+  virtual void poison_blocks(std::span<const std::int32_t> blocks) = 0;
 
   // Whether forward_sample() is implemented: the backend then samples next to the logits
   // and returns only tokens (and the logprobs asked for), not whole logits rows.

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <mutex>
 #include <random>
 
@@ -36,7 +37,16 @@ EngineCore::EngineCore(const EngineConfig& config, const EngineInfo& info, model
       tokenizer_(std::move(tokenizer)),
       kv_(info.num_kv_blocks, info.block_size, config.enable_prefix_caching),
       scheduler_({config.max_num_seqs, config.max_num_batched_tokens, config.schedule_policy},
-                 kv_) {}
+                 kv_) {
+  if (config_.debug_poison_kv) {
+    // Every block starts poisoned; from now on each block that returns to the free list is
+    // poisoned again before the next forward pass.
+    kv_.pool().set_track_freed(true);
+    std::vector<std::int32_t> all(static_cast<std::size_t>(info_.num_kv_blocks));
+    for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<std::int32_t>(i);
+    backend_->poison_blocks(all);
+  }
+}
 
 // Tokenizes a text prompt; returns a problem, or "" when the request has its token ids.
 std::string EngineCore::prepare_prompt(Request& r) const {
@@ -175,6 +185,13 @@ void EngineCore::step() {
   ++num_steps_;
   peak_in_use_ = std::max(peak_in_use_, kv_.pool().num_in_use());
   BuiltBatch built = build_batch(step, info_.block_size);
+  if (config_.debug_poison_kv) {
+    // Blocks freed since the last step (possibly handed out again by this one's schedule,
+    // before anything is written to them).
+    std::vector<std::int32_t> freed;
+    for (kv::BlockId id : kv_.pool().take_freed()) freed.push_back(id.value);
+    if (!freed.empty()) backend_->poison_blocks(freed);
+  }
   // Backends that sample next to the logits do so unless a row wants prompt logprobs (the
   // logprob of a given token, which only the host path computes).
   bool on_device = backend_->samples_on_device();
@@ -202,6 +219,19 @@ void EngineCore::step() {
     for (const auto& s : step.seqs)
       finish(*s.seq, FinishReason::kError, fmt::format("forward pass failed: {}", e.what()));
     return;
+  }
+  if (config_.debug_poison_kv && !on_device) {
+    for (std::size_t i = 0; i < logits_.size(); ++i) {
+      if (!std::isfinite(logits_[i])) {
+        const std::string why = fmt::format(
+            "debug_poison_kv: logits row {} is not finite: the step read K/V that its block "
+            "table does not vouch for (a poisoned block)",
+            i / static_cast<std::size_t>(model_.vocab_size));
+        util::logger().error("{}", why);
+        for (const auto& s : step.seqs) finish(*s.seq, FinishReason::kError, why);
+        return;
+      }
+    }
   }
   scheduler_.commit(step);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 namespace cachet::kv {
 namespace {
@@ -52,6 +53,8 @@ std::optional<std::vector<BlockId>> BlockPool::allocate(std::int64_t n) {
   return out;
 }
 
+std::vector<BlockId> BlockPool::take_freed() { return std::exchange(freed_, {}); }
+
 void BlockPool::ref(BlockId id) {
   Block& b = at(id);
   if (b.ref_count == 0) {
@@ -72,6 +75,7 @@ void BlockPool::release(std::span<const BlockId> chain) {
       ++num_cached_;
     } else {
       free_.push_back(*it);
+      if (track_freed_) freed_.push_back(*it);
     }
   }
 }
@@ -99,6 +103,7 @@ void BlockPool::evict(BlockId id) {
   b.hash.reset();
   b.parent.reset();
   free_.push_back(id);
+  if (track_freed_) freed_.push_back(id);
   ++num_evictions_;
 }
 

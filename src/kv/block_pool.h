@@ -62,6 +62,12 @@ class BlockPool {
   bool register_block(BlockId id, const BlockHash& hash, const std::optional<BlockHash>& parent,
                       std::span<const TokenId> tokens);
 
+  // Debugging aid for poisoned K/V: while on, every block that joins the free stack (a
+  // released unregistered block, an evicted one) is also recorded, for take_freed().
+  void set_track_freed(bool on) { track_freed_ = on; }
+  // The blocks freed since the last call (possibly already handed out again), oldest first.
+  std::vector<BlockId> take_freed();
+
   // Aborts with a message unless: every block is in exactly one state, the free stack and
   // the LRU hold exactly the free and cached blocks, the hash index maps each registered
   // block's hash to it, and every ref count equals the number of times the block appears
@@ -91,6 +97,8 @@ class BlockPool {
   std::int64_t num_cached_ = 0;
   std::int64_t num_evictions_ = 0;
   std::unordered_map<BlockHash, BlockId, BlockHashHasher> index_;
+  bool track_freed_ = false;
+  std::vector<BlockId> freed_;
 };
 
 }  // namespace cachet::kv

@@ -37,6 +37,7 @@ class KvCacheManager {
   std::int32_t block_size() const { return block_size_; }
   bool caching_enabled() const { return enable_caching_; }
   const BlockPool& pool() const { return pool_; }
+  BlockPool& pool() { return pool_; }
 
   // Extends seq.hashes to cover every full block of `tokens` (the sequence's tokens).
   void update_hashes(SeqBlocks& seq, std::span<const TokenId> tokens) const;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <new>
 #include <string>
 
@@ -55,6 +56,7 @@ class CpuBackend final : public Backend {
   const KvCacheSpec& kv_spec() const override { return kv_; }
   std::int32_t vocab_size() const override { return config_.vocab_size; }
   void forward(const ForwardBatch& batch, std::vector<float>& logits) override;
+  void poison_blocks(std::span<const std::int32_t> blocks) override;
 
   std::span<const float> pool(std::int32_t layer, bool value) const {
     const auto& pools = value ? v_pools_ : k_pools_;
@@ -217,6 +219,23 @@ CpuBackend::CpuBackend(const model::ModelConfig& config, model::ModelWeights wei
     fail_setup(ErrorCode::kOutOfMemory,
                fmt::format("cannot allocate the KV cache: {} blocks of {} bytes", kv.num_blocks,
                            cpu_kv_block_bytes(config, kv.block_size)));
+  }
+}
+
+void CpuBackend::poison_blocks(std::span<const std::int32_t> blocks) {
+  const std::size_t block_elems =
+      static_cast<std::size_t>(kv_.num_kv_heads) * kv_.block_size * kv_.head_dim;
+  for (std::int32_t b : blocks) {
+    if (b < 0 || b >= kv_.num_blocks) {
+      fail_setup(ErrorCode::kInvalidArgument,
+                 fmt::format("poison_blocks: block {} outside [0, {})", b, kv_.num_blocks));
+    }
+    for (auto* pools : {&k_pools_, &v_pools_}) {
+      for (auto& pool : *pools) {
+        float* p = pool.data.get() + static_cast<std::size_t>(b) * block_elems;
+        std::fill(p, p + block_elems, std::numeric_limits<float>::quiet_NaN());
+      }
+    }
   }
 }
 

@@ -89,6 +89,7 @@ class CudaBackend final : public Backend {
   std::int32_t vocab_size() const override { return config_.vocab_size; }
   void forward(const ForwardBatch& batch, std::vector<float>& logits) override;
   bool samples_on_device() const override { return true; }
+  void poison_blocks(std::span<const std::int32_t> blocks) override;
   void forward_sample(const ForwardBatch& batch, const std::vector<SampleSpec>& specs,
                       std::vector<SampledToken>& out) override;
 
@@ -723,6 +724,24 @@ void CudaBackend::capture_graphs() {
     graphs_.push_back({b, splits, decltype(DecodeGraph::exec)(exec)});
   }
   plan_.num_graphs = static_cast<std::int32_t>(graphs_.size());
+}
+
+void CudaBackend::poison_blocks(std::span<const std::int32_t> blocks) {
+  // 0xFFFF is a NaN in both bf16 and fp16 (all exponent bits set, a non-zero mantissa).
+  const std::size_t block_bytes =
+      static_cast<std::size_t>(kv_.num_kv_heads) * kv_.block_size * kv_.head_dim * 2;
+  const std::size_t pool_bytes = kv_pool_elems_ * 2;
+  for (std::int32_t b : blocks) {
+    if (b < 0 || b >= kv_.num_blocks) {
+      fail(ErrorCode::kInvalidArgument,
+           fmt::format("poison_blocks: block {} outside [0, {})", b, kv_.num_blocks));
+    }
+    for (std::int32_t pool = 0; pool < 2 * config_.num_layers; ++pool) {
+      check(cudaMemsetAsync(kv_cache_.as<char>() + pool * pool_bytes + b * block_bytes, 0xFF,
+                            block_bytes, stream_.get()),
+            "poison KV blocks");
+    }
+  }
 }
 
 std::int32_t CudaBackend::run_forward(const ForwardBatch& batch) {
