@@ -56,7 +56,7 @@ class EngineCore {
   Scheduler scheduler_;
   std::unordered_map<RequestId, std::unique_ptr<Sequence>> live_;
   std::vector<Delivery> deliveries_;
-  std::vector<float> logits_;  // [rows, vocab] of the last step (host sampling)
+  std::vector<float> logits_;                   // [rows, vocab] of the last step (host sampling)
   std::vector<backend::SampleSpec> specs_;      // per logits row (device sampling)
   std::vector<backend::SampledToken> sampled_;  // per logits row (device sampling)
   std::uint64_t next_arrival_ = 0;

@@ -6,9 +6,9 @@
 
 #include "backend/device_probe.h"
 
-#define CACHET_REQUIRE_GPU()                                                          \
-  do {                                                                                \
+#define CACHET_REQUIRE_GPU()                                                            \
+  do {                                                                                  \
     const ::cachet::backend::CudaProbe cachet_probe_ = ::cachet::backend::probe_cuda(); \
-    if (!cachet_probe_.problem.empty())                                               \
-      GTEST_SKIP() << "no usable CUDA device: " << cachet_probe_.problem;             \
+    if (!cachet_probe_.problem.empty())                                                 \
+      GTEST_SKIP() << "no usable CUDA device: " << cachet_probe_.problem;               \
   } while (0)
