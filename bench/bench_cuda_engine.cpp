@@ -76,9 +76,6 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) args[argv[i]] = argv[i + 1];
   const int reps = std::stoi(args["--reps"]);
   const int decode_tokens = std::stoi(args["--decode-tokens"]);
-  const std::map<std::string, cachet::model::Arch> archs = {{"llama", cachet::model::Arch::kLlama},
-                                                            {"qwen2", cachet::model::Arch::kQwen2},
-                                                            {"qwen3", cachet::model::Arch::kQwen3}};
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     fmt::print("no usable CUDA device: nothing to measure\n");
@@ -89,19 +86,7 @@ int main(int argc, char** argv) {
   int driver = 0;
   cudaDriverGetVersion(&driver);
 
-  const char* tmp = std::getenv("TMPDIR");
-  std::filesystem::path dir = std::filesystem::path(tmp ? tmp : "/tmp") /
-                              ("cachet-bench-" + args["--arch"] + "-" + args["--preset"]);
-  if (!std::filesystem::exists(dir / "config.json")) {
-    fmt::print(stderr, "making {} ...\n", dir.string());
-    cachet::model::MakeModelOptions o;
-    o.arch = archs.at(args["--arch"]);
-    o.preset = args["--preset"];
-    o.dtype = cachet::model::DType::kBF16;
-    o.seed = 1;
-    o.out_dir = dir;
-    cachet::model::make_model(o);
-  }
+  const std::filesystem::path dir = cachet::bench::ensure_model(args["--arch"], args["--preset"]);
   const cachet::model::ModelConfig mc = cachet::model::load_model_config(dir / "config.json");
 
   const double bw = copy_bandwidth();

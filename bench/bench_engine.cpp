@@ -34,23 +34,8 @@ int main(int argc, char** argv) {
   const int prompt_len = std::stoi(args["--prompt-len"]);
   const int reps = std::stoi(args["--reps"]);
   const int decode_tokens = std::stoi(args["--decode-tokens"]);
-  const std::map<std::string, cachet::model::Arch> archs = {{"llama", cachet::model::Arch::kLlama},
-                                                            {"qwen2", cachet::model::Arch::kQwen2},
-                                                            {"qwen3", cachet::model::Arch::kQwen3}};
 
-  const char* tmp = std::getenv("TMPDIR");
-  std::filesystem::path dir = std::filesystem::path(tmp ? tmp : "/tmp") /
-                              ("cachet-bench-" + args["--arch"] + "-" + args["--preset"]);
-  if (!std::filesystem::exists(dir / "config.json")) {
-    fmt::print(stderr, "making {} ...\n", dir.string());
-    cachet::model::MakeModelOptions o;
-    o.arch = archs.at(args["--arch"]);
-    o.preset = args["--preset"];
-    o.dtype = cachet::model::DType::kBF16;
-    o.seed = 1;
-    o.out_dir = dir;
-    cachet::model::make_model(o);
-  }
+  const std::filesystem::path dir = cachet::bench::ensure_model(args["--arch"], args["--preset"]);
 
   auto make_engine = [&](bool caching) {
     cachet::EngineConfig c;
