@@ -87,7 +87,9 @@ class Tokenizer {
 // they add. The concatenation of all push() results and flush() equals
 // tokenizer.decode(all ids, skip_special_tokens), and every returned piece is valid UTF-8:
 // text that may still change (an incomplete UTF-8 sequence, a byte-fallback run, a leading
-// space a decoder may strip) is held back until the next ids settle it. Not thread-safe;
+// space a decoder may strip) is held back until the next ids settle it. (A byte-fallback run
+// is held until a token that is not a byte ends it, since one invalid byte turns the whole
+// run into U+FFFD.) Not thread-safe;
 // use one per stream. It keeps its own reference to the tokenizer's state.
 class StreamDecoder {
  public:
@@ -99,6 +101,8 @@ class StreamDecoder {
   std::string flush();
 
  private:
+  bool in_byte_run() const;
+
   std::shared_ptr<const Tokenizer::Impl> impl_;
   bool skip_special_tokens_;
   std::vector<TokenId> ids_;

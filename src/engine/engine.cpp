@@ -10,6 +10,7 @@
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 #include <unordered_set>
 
@@ -21,6 +22,7 @@
 #include "engine/engine_core.h"
 #include "model/model_config.h"
 #include "model/weights.h"
+#include "util/json_depth.h"
 #include "util/log.h"
 
 namespace cachet {
@@ -56,7 +58,11 @@ void merge_generation_config(const fs::path& dir, std::vector<TokenId>& eos) {
   fs::path path = dir / "generation_config.json";
   if (!fs::exists(path)) return;
   std::ifstream in(path);
-  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  std::stringstream text;
+  text << in.rdbuf();
+  nlohmann::json j;
+  if (util::json_nesting_depth(text.str()) <= util::kMaxJsonDepth)
+    j = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     util::logger().warn("{}: not a JSON object, ignored", path.string());
     return;

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "cachet/errors.h"
+#include "util/json_depth.h"
 
 namespace cachet::model {
 namespace {
@@ -470,10 +471,11 @@ std::string_view arch_model_type(Arch arch) {
 }
 
 ModelConfig parse_model_config(std::string_view json_text, const std::string& origin) {
+  util::check_json_depth(json_text, origin);
   Json root;
   try {
     root = Json::parse(json_text);
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {  // parse_error, or out_of_range for 1e309
     throw Error(ErrorCode::kInvalidModel, fmt::format("{}: not valid JSON: {}", origin, e.what()));
   }
   if (!root.is_object()) {

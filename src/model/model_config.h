@@ -24,6 +24,8 @@ struct Llama3RopeScaling {
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   std::int64_t original_max_position_embeddings = 8192;
+
+  bool operator==(const Llama3RopeScaling&) const = default;
 };
 
 struct ModelConfig {
@@ -45,6 +47,8 @@ struct ModelConfig {
   std::optional<std::int32_t> bos_token_id;
   std::vector<std::int32_t> eos_token_ids;  // eos_token_id: an int or a list
   std::optional<DType> torch_dtype;
+
+  bool operator==(const ModelConfig&) const = default;
 };
 
 // Parses and validates a config.json. Throws cachet::Error naming the file and the field:

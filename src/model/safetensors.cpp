@@ -16,6 +16,7 @@
 #include <set>
 
 #include "cachet/errors.h"
+#include "util/json_depth.h"
 
 namespace cachet::model {
 namespace {
@@ -233,9 +234,10 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
     }
     return true;
   };
+  util::check_json_depth(std::string_view(header_begin, header_size), file + ": header");
   try {
     header = Json::parse(header_begin, header_begin + header_size, find_duplicates);
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {  // parse_error, or out_of_range for 1e309
     fail(ErrorCode::kInvalidModel, file, fmt::format("header is not valid JSON: {}", e.what()));
   }
   if (duplicate) {

@@ -7,6 +7,7 @@
 
 #include "cachet/errors.h"
 #include "model/safetensors.h"
+#include "util/json_depth.h"
 
 namespace cachet::model {
 namespace {
@@ -26,9 +27,10 @@ Json read_index(const fs::path& index_path) {
   if (!in.is_open()) fail(ErrorCode::kInvalidModel, index_path, "cannot be opened");
   std::ostringstream text;
   text << in.rdbuf();
+  util::check_json_depth(text.str(), index_path.string());
   try {
     return Json::parse(text.str());
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {  // parse_error, or out_of_range for 1e309
     fail(ErrorCode::kInvalidModel, index_path, fmt::format("not valid JSON: {}", e.what()));
   }
 }

@@ -9,6 +9,7 @@
 #include "cachet/errors.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/unicode.h"
+#include "util/json_depth.h"
 
 namespace cachet {
 
@@ -24,9 +25,10 @@ Json read_json(const fs::path& path) {
   if (!in) throw Error(ErrorCode::kNotFound, path.string() + ": cannot open file");
   std::stringstream buffer;
   buffer << in.rdbuf();
+  util::check_json_depth(buffer.str(), path.string());
   try {
     return Json::parse(buffer.str());
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {  // parse_error, or out_of_range for 1e309
     throw Error(ErrorCode::kInvalidModel, path.string() + ": malformed JSON: " + e.what());
   }
 }
@@ -57,11 +59,14 @@ std::vector<tokenizer::AddedToken> parse_added_tokens(const Json& root, const Js
 // Ids of added tokens as `tokenizers` assigns them when it loads a file: a token that is
 // already in the model vocabulary keeps the model's id, any other one takes the next free
 // id after the vocabulary and the added tokens so far. The ids written in the file are not
-// consulted; for files saved by `tokenizers` the two agree.
+// consulted; for files saved by `tokenizers` the two agree. "After the vocabulary" is one
+// past its largest id: `tokenizers` uses the number of entries, which for a vocabulary with
+// gaps in its ids hands an added token the id of a model token, so that one id means two
+// things (found by fuzz_tokenizer_json). Real vocabularies have no gaps and get the same ids.
 void assign_added_ids(std::vector<tokenizer::AddedToken>& tokens, const tokenizer::Bpe& model) {
   std::vector<tokenizer::AddedToken> kept;
   std::optional<TokenId> max_added;
-  const auto vocab_count = static_cast<TokenId>(model.vocab_count());
+  const auto vocab_count = static_cast<TokenId>(model.id_limit());
   for (auto& token : tokens) {
     if (token.content.empty()) continue;
     const auto same = std::find_if(kept.begin(), kept.end(),
@@ -193,6 +198,14 @@ Tokenizer Tokenizer::from_file(const std::filesystem::path& path) {
   impl->vocab_size = impl->model->id_limit();
   for (const auto& token : impl->added->tokens()) {
     impl->vocab_size = std::max(impl->vocab_size, static_cast<std::size_t>(token.id) + 1);
+  }
+  // A post-processor's ids are written literally in the file and need not be in the
+  // vocabulary (found by fuzz_tokenizer_json); they are ids encode() produces all the same.
+  if (impl->post_processor) {
+    std::vector<TokenId> added_ids;
+    impl->post_processor->process(added_ids, /*add_special_tokens=*/true);
+    for (const TokenId id : added_ids)
+      impl->vocab_size = std::max(impl->vocab_size, static_cast<std::size_t>(id) + 1);
   }
 
   Tokenizer tok(impl);

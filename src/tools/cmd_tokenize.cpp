@@ -8,6 +8,7 @@
 #include "cachet/errors.h"
 #include "cachet/tokenizer.h"
 #include "tools/commands.h"
+#include "util/json_depth.h"
 
 namespace cachet::tools {
 
@@ -25,9 +26,14 @@ int run_tokenize(const TokenizeOptions& options) {
   for (long line_number = 1; std::getline(std::cin, line); ++line_number) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     nlohmann::json input;
+    if (util::json_nesting_depth(line) > util::kMaxJsonDepth) {
+      std::cerr << "cachet: error: stdin line " << line_number << ": JSON is nested more than "
+                << util::kMaxJsonDepth << " levels deep\n";
+      return 1;
+    }
     try {
       input = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       std::cerr << "cachet: error: stdin line " << line_number << ": malformed JSON: " << e.what()
                 << "\n";
       return 1;

@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "util/json_depth.h"
+
 namespace cachet::tools {
 namespace {
 
@@ -63,6 +65,7 @@ std::vector<Request> read_requests_file(const std::string& path, const SamplingP
   for (int line_no = 1; std::getline(in, line); ++line_no) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = fmt::format("{}:{}", path, line_no);
+    util::check_json_depth(line, where, ErrorCode::kInvalidArgument);
     json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded() || !j.is_object())
       throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: not a JSON object", where));
