@@ -15,7 +15,7 @@ if [ $# -ge 1 ]; then targets=("$1"); else targets=("${ALL[@]}"); fi
 SECS=${2:-${CACHET_FUZZ_SECONDS:-60}}
 JOBS=${CACHET_JOBS:-$(nproc)}
 
-scripts/install-deps.sh
+scripts/install-deps.sh fuzz
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz -j "$JOBS" --target "${targets[@]/#/fuzz_}"
 

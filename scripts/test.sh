@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# README command 2: install what is missing, build, run the whole test suite; then the
-# unit and integration tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
-# CI runs exactly this (.ci/run).
+# README command 2: install what is missing, build, run the whole test suite; then
+#  - the unit and integration tests again under AddressSanitizer + UndefinedBehaviorSanitizer
+#    (LeakSanitizer on);
+#  - the concurrency tests under ThreadSanitizer;
+#  - every fuzz target for CACHET_FUZZ_SECONDS (default 60) each, from its corpus.
+# CI runs exactly this (.ci/run). CACHET_SKIP_ASAN / CACHET_SKIP_TSAN / CACHET_SKIP_FUZZ=1
+# leave a stage out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -13,4 +17,16 @@ if [ "${CACHET_SKIP_ASAN:-0}" != "1" ]; then
   cmake --preset asan >/dev/null
   cmake --build --preset asan -j "$JOBS"
   ctest --preset asan -j "$JOBS" -L 'unit|integration'
+fi
+if [ "${CACHET_SKIP_TSAN:-0}" != "1" ]; then
+  # The tests where threads meet: submit/stream/abort from many threads, engine teardown
+  # with requests in flight, the thread pool, concurrent tokenizer use, the soak.
+  cmake --preset tsan >/dev/null
+  cmake --build --preset tsan -j "$JOBS" --target cachet_cli concurrent_clients \
+    test_engine_async test_thread_pool test_poisoned_kv test_tokenizer_roundtrip
+  ctest --preset tsan -j "$JOBS" \
+    -R '^(EngineAsync|ThreadPool|PoisonedKv|Concurrency|Soak)\.|^example_concurrent_clients$'
+fi
+if [ "${CACHET_SKIP_FUZZ:-0}" != "1" ]; then
+  scripts/fuzz.sh
 fi
