@@ -85,6 +85,9 @@ struct Scratch {
   std::vector<TokenId> ids;
 };
 
+// How far the largest vocabulary id may lie beyond the number of tokens.
+constexpr std::int64_t kMaxIdGap = 1 << 20;
+
 }  // namespace
 
 Bpe::Bpe(const Json& json, const JsonPath& at) : cache_(std::make_unique<Cache>()) {
@@ -103,6 +106,14 @@ Bpe::Bpe(const Json& json, const JsonPath& at) : cache_(std::make_unique<Cache>(
     const auto value = static_cast<TokenId>(id.get<long long>());
     vocab_.emplace(token, value);
     max_id = std::max(max_id, value);
+  }
+  // The id -> token table is dense. Real vocabularies number their tokens 0..n-1; one
+  // hostile id of 2^31 - 1 would otherwise ask for 2^31 strings (found by fuzz_tokenizer_json).
+  if (static_cast<std::int64_t>(max_id) >= static_cast<std::int64_t>(vocab_.size()) + kMaxIdGap) {
+    (at / "vocab")
+        .unsupported("ids are sparse: the largest is " + std::to_string(max_id) + " for " +
+                     std::to_string(vocab_.size()) + " tokens (cachet needs ids below the " +
+                     "token count + " + std::to_string(kMaxIdGap) + ")");
   }
   id_to_token_.resize(static_cast<std::size_t>(max_id + 1));
   has_id_.assign(id_to_token_.size(), false);

@@ -197,5 +197,26 @@ TEST(FuzzFindings, StreamedTextOfAByteFallbackRunEqualsDecode) {
   EXPECT_NE(stream.push(word.front()), "");
 }
 
+// ---------------------------------------------------------------------------------------
+// 6. The id -> token table is dense, so a vocabulary with one id of 2^31 - 1 asked for 2^31
+//    strings (57 GB): an out-of-memory abort under ASan, a bad_alloc or worse without it.
+
+TEST(FuzzFindings, SparseVocabularyIdsAreRefusedNotAllocated) {
+  TempDir dir;
+  json file = {
+      {"model",
+       {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 2147483647}}}, {"merges", json::array()}}}};
+  write_file(dir.path() / "tokenizer.json", file.dump());
+  Error e = error_of([&] { Tokenizer::from_file(dir.path() / "tokenizer.json"); });
+  EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
+  EXPECT_NE(std::string(e.what()).find("model.vocab"), std::string::npos) << e.what();
+  EXPECT_NE(std::string(e.what()).find("sparse"), std::string::npos) << e.what();
+
+  // Gaps of ordinary size still load.
+  file["model"]["vocab"]["b"] = 70000;
+  write_file(dir.path() / "tokenizer.json", file.dump());
+  EXPECT_EQ(Tokenizer::from_file(dir.path() / "tokenizer.json").vocab_size(), 70001u);
+}
+
 }  // namespace
 }  // namespace cachet
