@@ -109,6 +109,11 @@ struct EngineStats {
   std::int64_t num_waiting = 0;
   std::int64_t num_steps = 0;
   std::int64_t num_finished = 0;
+  // KV block-accounting checks run (every block free, cached or referenced exactly as the
+  // block tables say; a failed one aborts the process): one after every step in builds with
+  // CACHET_CHECKS (the default; the release preset turns it off), else 0. Equal to num_steps
+  // unless a step ran no forward pass (one that only failed unservable requests).
+  std::int64_t integrity_checks = 0;
 };
 
 // Facts about a built engine: the values actually chosen.

@@ -33,7 +33,8 @@ class EngineCore {
   // Finishes a live request with FinishReason::kAborted; false when it is not live.
   bool abort(RequestId id);
   bool has_work() const { return scheduler_.has_work(); }
-  // Runs one step: schedule, forward, sample, stop checks, cache commits.
+  // Runs one step: schedule, forward, sample, stop checks, cache commits; then, with
+  // CACHET_CHECKS, the KV block-accounting check.
   void step();
   // Updates produced since the last call, in order.
   std::vector<Delivery> take_deliveries();
@@ -45,7 +46,8 @@ class EngineCore {
   void finish(Sequence& seq, FinishReason reason, std::string error = {});
   Delivery take_new_tokens(Sequence& seq);
   void report_tokens(Sequence& seq);
-  void check_integrity() const;
+  void run_step();
+  void check_integrity();
 
   EngineConfig config_;
   EngineInfo info_;
@@ -60,7 +62,7 @@ class EngineCore {
   std::vector<backend::SampleSpec> specs_;      // per logits row (device sampling)
   std::vector<backend::SampledToken> sampled_;  // per logits row (device sampling)
   std::uint64_t next_arrival_ = 0;
-  std::int64_t num_steps_ = 0, num_finished_ = 0, peak_in_use_ = 0;
+  std::int64_t num_steps_ = 0, num_finished_ = 0, peak_in_use_ = 0, integrity_checks_ = 0;
 };
 
 }  // namespace cachet::engine

@@ -75,7 +75,8 @@ nlohmann::json stats_json(const EngineStats& s) {
           {"num_running", s.num_running},
           {"num_waiting", s.num_waiting},
           {"num_steps", s.num_steps},
-          {"num_finished", s.num_finished}};
+          {"num_finished", s.num_finished},
+          {"integrity_checks", s.integrity_checks}};
 }
 
 void print_human(std::size_t index, const RequestOutput& out) {
