@@ -23,7 +23,7 @@ if [ "${CACHET_SKIP_TSAN:-0}" != "1" ]; then
   # with requests in flight, the thread pool, concurrent tokenizer use, the soak.
   cmake --preset tsan >/dev/null
   cmake --build --preset tsan -j "$JOBS" --target cachet_cli concurrent_clients \
-    test_engine_async test_thread_pool test_poisoned_kv test_tokenizer_roundtrip
+    test_engine_async test_thread_pool test_poisoned_kv test_tokenizer_roundtrip test_soak
   ctest --preset tsan -j "$JOBS" \
     -R '^(EngineAsync|ThreadPool|PoisonedKv|Concurrency|Soak)\.|^example_concurrent_clients$'
 fi

@@ -148,7 +148,9 @@ class Engine {
   // kAborted when aborted or when the engine is destroyed first. Thread-safe.
   RequestId submit(Request request, RequestCallback callback);
   // Cancels a request; its final update follows on the engine's thread. False when the id
-  // is unknown or the request has already finished. Thread-safe.
+  // is unknown or the request has already finished. True means the request was still live,
+  // not that it ends kAborted: one that completes in the step already running finishes with
+  // its own reason (the soak test sees this a few dozen times in 10,000). Thread-safe.
   bool abort(RequestId id);
 
   // Runs every request to completion, batched together with whatever else is running,
