@@ -7,6 +7,7 @@
 
 #include "cachet/errors.h"
 #include "model/safetensors.h"
+#include "util/json_depth.h"
 
 namespace cachet::model {
 namespace {
@@ -22,13 +23,21 @@ constexpr const char* kSingleName = "model.safetensors";
 }
 
 Json read_index(const fs::path& index_path) {
+  std::error_code ec;
+  // A FIFO would block the read forever, a directory reads as empty text.
+  if (!fs::is_regular_file(index_path, ec))
+    fail(ErrorCode::kInvalidModel, index_path, "not a regular file");
   std::ifstream in(index_path, std::ios::binary);
   if (!in.is_open()) fail(ErrorCode::kInvalidModel, index_path, "cannot be opened");
   std::ostringstream text;
   text << in.rdbuf();
+  if (util::json_nests_too_deep(text.str())) {
+    fail(ErrorCode::kInvalidModel, index_path,
+         fmt::format("JSON nested deeper than {} levels", util::kMaxJsonDepth));
+  }
   try {
     return Json::parse(text.str());
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {
     fail(ErrorCode::kInvalidModel, index_path, fmt::format("not valid JSON: {}", e.what()));
   }
 }

@@ -104,9 +104,25 @@ Bpe::Bpe(const Json& json, const JsonPath& at) : cache_(std::make_unique<Cache>(
     vocab_.emplace(token, value);
     max_id = std::max(max_id, value);
   }
+  // Ids index a table, so they must be (nearly) dense: a vocabulary of three tokens with an
+  // id of two billion would take gigabytes. Real vocabularies number their tokens 0..n-1.
+  const std::size_t id_limit = 2 * vocab_.size() + 65536;
+  if (static_cast<std::size_t>(max_id) >= id_limit) {
+    (at / "vocab")
+        .unsupported("token id " + std::to_string(max_id) + " is far beyond the " +
+                     std::to_string(vocab_.size()) +
+                     " tokens of the vocabulary (cachet needs ids below " +
+                     std::to_string(id_limit) + ")");
+  }
   id_to_token_.resize(static_cast<std::size_t>(max_id + 1));
   has_id_.assign(id_to_token_.size(), false);
   for (const auto& [token, id] : vocab_) {
+    // Merges are looked up by id pair: two tokens with one id would merge as each other.
+    if (has_id_[id]) {
+      (at / "vocab")
+          .invalid("tokens \"" + id_to_token_[id] + "\" and \"" + token + "\" both have id " +
+                   std::to_string(id));
+    }
     id_to_token_[id] = token;
     has_id_[id] = true;
   }

@@ -67,9 +67,8 @@ std::unique_ptr<PostProcessor> make_template(const Json& json, const JsonPath& a
     const JsonPath entry_at = at / "special_tokens" / name;
     const Json& ids = field(*entry, "ids", entry_at);
     if (!ids.is_array()) (entry_at / "ids").invalid("expected an array");
-    for (const Json& id : ids) {
-      if (!id.is_number_integer()) (entry_at / "ids").invalid("expected integer ids");
-      (seen_sequence ? after : before).push_back(id.get<TokenId>());
+    for (std::size_t k = 0; k < ids.size(); ++k) {
+      (seen_sequence ? after : before).push_back(token_id(ids[k], (entry_at / "ids")[k]));
     }
   }
   if (!seen_sequence) (at / "single").invalid("the template has no $A");
@@ -82,7 +81,7 @@ TokenId pair_id(const Json& json, std::string_view key, const JsonPath& at) {
   if (!pair.is_array() || pair.size() != 2 || !pair[1].is_number_integer()) {
     (at / key).invalid("expected [token, id]");
   }
-  return pair[1].get<TokenId>();
+  return token_id(pair[1], (at / key)[1]);
 }
 
 }  // namespace
