@@ -27,7 +27,7 @@ int run_tokenize(const TokenizeOptions& options) {
     nlohmann::json input;
     try {
       input = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       std::cerr << "cachet: error: stdin line " << line_number << ": malformed JSON: " << e.what()
                 << "\n";
       return 1;
@@ -36,7 +36,11 @@ int run_tokenize(const TokenizeOptions& options) {
       std::vector<TokenId> ids;
       bool ok = input.is_array();
       for (const auto& id : input) {
-        if (!ok || !id.is_number_integer()) {
+        // An id beyond 32 bits would be truncated to some other token.
+        if (!ok || !id.is_number_integer() ||
+            (id.is_number_unsigned()
+                 ? id.get<std::uint64_t>() > INT32_MAX
+                 : (id.get<std::int64_t>() < INT32_MIN || id.get<std::int64_t>() > INT32_MAX))) {
           ok = false;
           break;
         }
@@ -44,7 +48,7 @@ int run_tokenize(const TokenizeOptions& options) {
       }
       if (!ok) {
         std::cerr << "cachet: error: stdin line " << line_number
-                  << ": expected a JSON array of integer token ids\n";
+                  << ": expected a JSON array of integer token ids (32-bit)\n";
         return 1;
       }
       const nlohmann::json text = tokenizer.decode(ids, /*skip_special_tokens=*/false);
