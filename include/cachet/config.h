@@ -58,7 +58,7 @@ struct EngineConfig {
   // At most this many tokens (prefill + decode) in one step; long prompts are prefilled
   // in chunks of at most this size.
   std::int32_t max_num_batched_tokens = 2048;
-  // CPU worker threads. 0: std::thread::hardware_concurrency().
+  // CPU worker threads, at most 1024. 0: std::thread::hardware_concurrency().
   std::int32_t num_threads = 0;
   // Debugging aid (slow): fill fresh KV blocks and every block returned to the free list
   // (freed or evicted) with NaN, and fail a step whose logits are not finite, so that any

@@ -138,6 +138,7 @@ class Engine {
   // Loads the model and allocates the KV cache. Throws cachet::Error.
   explicit Engine(const EngineConfig& config);
   ~Engine();
+  // Every call on a moved-from Engine throws Error(kUnavailable).
   Engine(Engine&&) noexcept;
   Engine& operator=(Engine&&) noexcept;
   Engine(const Engine&) = delete;
@@ -168,6 +169,8 @@ class Engine {
 
  private:
   struct Impl;
+  // impl_, or Error(kUnavailable) naming `method` when this Engine was moved from.
+  Impl& checked_impl(const char* method) const;
   std::unique_ptr<Impl> impl_;
 };
 

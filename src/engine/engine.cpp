@@ -30,6 +30,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
+constexpr std::int32_t kMaxThreads = 1024;
+
 void check_config(const EngineConfig& c) {
   auto bad = [](const std::string& msg) {
     throw Error(ErrorCode::kInvalidArgument, "EngineConfig: " + msg);
@@ -48,27 +50,41 @@ void check_config(const EngineConfig& c) {
   if (c.max_num_seqs < 1) bad(fmt::format("max_num_seqs must be >= 1, got {}", c.max_num_seqs));
   if (c.max_num_batched_tokens < 1)
     bad(fmt::format("max_num_batched_tokens must be >= 1, got {}", c.max_num_batched_tokens));
-  if (c.num_threads < 0) bad(fmt::format("num_threads must be >= 0, got {}", c.num_threads));
+  // Far more threads than any machine has cores would only exhaust the process's threads.
+  if (c.num_threads < 0 || c.num_threads > kMaxThreads)
+    bad(fmt::format("num_threads must be in [0, {}] (0: one per core), got {}", kMaxThreads,
+                    c.num_threads));
   if (!util::set_log_level(c.log_level)) bad(fmt::format("unknown log_level '{}'", c.log_level));
 }
 
 // EOS ids of generation_config.json (which chat models use to add end-of-turn tokens),
-// merged into those of config.json.
-void merge_generation_config(const fs::path& dir, std::vector<TokenId>& eos) {
-  fs::path path = dir / "generation_config.json";
-  if (!fs::exists(path)) return;
-  std::ifstream in(path);
+// merged into those of config.json. Each must be a token of the model: an id the model
+// cannot produce would never end a request, and a silently truncated one would end it at
+// the wrong token.
+void merge_generation_config(const fs::path& dir, std::int32_t vocab_size,
+                             std::vector<TokenId>& eos) {
+  const fs::path path = dir / "generation_config.json";
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;
+  const auto bad = [&](const std::string& what) {
+    throw Error(ErrorCode::kInvalidModel, fmt::format("{}: {}", path.string(), what));
+  };
+  // A FIFO would block the read forever, a directory reads as empty text.
+  if (!fs::is_regular_file(path, ec)) bad("not a regular file");
+  std::ifstream in(path, std::ios::binary);
   std::stringstream text;
   text << in.rdbuf();
-  nlohmann::json j;
-  if (util::json_nesting_depth(text.str()) <= util::kMaxJsonDepth)
-    j = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
-    util::logger().warn("{}: not a JSON object, ignored", path.string());
-    return;
-  }
+  if (util::json_nests_too_deep(text.view()))
+    bad(fmt::format("JSON nested deeper than {} levels", util::kMaxJsonDepth));
+  nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) bad("not a JSON object");
   auto add = [&](const nlohmann::json& v) {
-    if (v.is_number_integer() && std::find(eos.begin(), eos.end(), v.get<TokenId>()) == eos.end())
+    if (!v.is_number_integer() || v.get<std::int64_t>() < 0 || v.get<std::int64_t>() >= vocab_size)
+      bad(fmt::format(
+          "field 'eos_token_id' holds {}, which is not a token id of the model ([0, {}), "
+          "config.json's vocab_size)",
+          v.is_number() ? v.dump() : std::string(v.type_name()), vocab_size));
+    if (std::find(eos.begin(), eos.end(), v.get<TokenId>()) == eos.end())
       eos.push_back(v.get<TokenId>());
   };
   if (auto it = j.find("eos_token_id"); it != j.end()) {
@@ -112,10 +128,14 @@ struct Engine::Impl {
 Engine::Impl::Impl(const EngineConfig& config) {
   check_config(config);
   const fs::path dir(config.model_dir);
-  if (!fs::is_directory(dir))
-    throw Error(ErrorCode::kNotFound, fmt::format("{}: model directory not found", dir.string()));
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    throw Error(ErrorCode::kNotFound,
+                fmt::format("{}: {}", dir.string(),
+                            fs::exists(dir, ec) ? "not a directory (expected a model directory)"
+                                                : "model directory not found"));
   model::ModelConfig model = model::load_model_config(dir / "config.json");
-  merge_generation_config(dir, model.eos_token_ids);
+  merge_generation_config(dir, model.vocab_size, model.eos_token_ids);
 
   const backend::CudaProbe probe = backend::probe_cuda();
   if (config.device == Device::kCuda && !probe.problem.empty())
@@ -167,6 +187,10 @@ Engine::Impl::Impl(const EngineConfig& config) {
   }
 #endif
   if (!backend) {
+    // The weights first: they are checked against config.json, and so bound every size the
+    // KV cache is computed from (a config.json claiming huge head counts fails as the
+    // mismatch it is, not as an absurd KV block size that may overflow).
+    model::ModelWeights weights = model::load_weights(dir, model);
     block_bytes = backend::cpu_kv_block_bytes(model, config.block_size);
     const std::int64_t budget =
         config.kv_cache_bytes > 0 ? config.kv_cache_bytes : std::int64_t{512} << 20;
@@ -181,7 +205,7 @@ Engine::Impl::Impl(const EngineConfig& config) {
         num_blocks, std::numeric_limits<std::int32_t>::max() / config.block_size);
     backend::KvCacheSpec kv{model.num_layers, model.num_kv_heads, model.head_dim, config.block_size,
                             num_blocks};
-    backend = backend::make_cpu_backend(model, model::load_weights(dir, model), kv, threads);
+    backend = backend::make_cpu_backend(model, std::move(weights), kv, threads);
   }
   const std::int64_t num_blocks = backend->kv_spec().num_blocks;
 
@@ -280,7 +304,16 @@ Engine::~Engine() = default;
 Engine::Engine(Engine&&) noexcept = default;
 Engine& Engine::operator=(Engine&&) noexcept = default;
 
+// A moved-from Engine has no Impl: using it is an error, not a null dereference.
+Engine::Impl& Engine::checked_impl(const char* method) const {
+  if (!impl_)
+    throw Error(ErrorCode::kUnavailable,
+                fmt::format("Engine::{}: this Engine was moved from and has no model", method));
+  return *impl_;
+}
+
 RequestId Engine::submit(Request request, RequestCallback callback) {
+  checked_impl("submit");
   const auto now = engine::Clock::now();
   RequestId id;
   {
@@ -296,6 +329,7 @@ RequestId Engine::submit(Request request, RequestCallback callback) {
 }
 
 bool Engine::abort(RequestId id) {
+  checked_impl("abort");
   {
     std::lock_guard lock(impl_->mutex);
     if (!impl_->live.contains(id)) return false;
@@ -306,6 +340,7 @@ bool Engine::abort(RequestId id) {
 }
 
 std::vector<RequestOutput> Engine::generate(const std::vector<Request>& requests) {
+  checked_impl("generate");
   struct Collector {
     std::mutex mutex;
     std::condition_variable done;
@@ -336,15 +371,17 @@ std::vector<RequestOutput> Engine::generate(const std::vector<std::vector<TokenI
   return generate(requests);
 }
 
-const EngineInfo& Engine::info() const { return impl_->info; }
+const EngineInfo& Engine::info() const { return checked_impl("info").info; }
 
 const Tokenizer* Engine::tokenizer() const {
-  return impl_->tokenizer ? &*impl_->tokenizer : nullptr;
+  const Impl& impl = checked_impl("tokenizer");
+  return impl.tokenizer ? &*impl.tokenizer : nullptr;
 }
 
 EngineStats Engine::stats() const {
-  std::lock_guard lock(impl_->mutex);
-  return impl_->stats;
+  const Impl& impl = checked_impl("stats");
+  std::lock_guard lock(impl.mutex);
+  return impl.stats;
 }
 
 }  // namespace cachet

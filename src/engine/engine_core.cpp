@@ -94,7 +94,14 @@ void EngineCore::add(RequestId id, Request request, RequestCallback callback,
   seq->arrival = next_arrival_++;
   seq->submitted = submitted;
   seq->callback = std::make_shared<RequestCallback>(std::move(callback));
-  std::string problem = prepare_prompt(request);
+  std::string problem;
+  try {
+    problem = prepare_prompt(request);
+  } catch (const std::exception& e) {
+    // Tokenizing may fail (a tokenizer.json regex that gives up on the text): this request
+    // fails, the engine's thread goes on.
+    problem = fmt::format("the prompt could not be tokenized: {}", e.what());
+  }
   if (problem.empty()) problem = check_request(request);
   seq->output.prompt_token_ids = request.prompt_token_ids;
   seq->params = std::move(request.params);
@@ -153,6 +160,12 @@ void EngineCore::finish(Sequence& seq, FinishReason reason, std::string error) {
   if (seq.text) {
     d.update.new_text = seq.text->finish();
     d.output->text = seq.text->text();
+    // An aborted request stays aborted (the contract of destruction and abort()).
+    if (!seq.text->error().empty() &&
+        (reason == FinishReason::kLength || reason == FinishReason::kStop)) {
+      d.output->finish_reason = FinishReason::kError;
+      d.output->error = "decoding the generated text failed: " + seq.text->error();
+    }
   }
   if (seq.first_token_at) {
     d.output->ttft_ms = ms_between(seq.submitted, *seq.first_token_at);
@@ -280,6 +293,10 @@ void EngineCore::run_step() {
     const auto& eos = model_.eos_token_ids;
     const auto& stops = seq.params.stop_token_ids;
     const bool stop_string = seq.text && seq.text->push(token);
+    if (seq.text && !seq.text->error().empty()) {
+      finish(seq, FinishReason::kError, "decoding the generated text failed: " + seq.text->error());
+      continue;
+    }
     if (stop_string ||
         (!seq.params.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) ||
         std::find(stops.begin(), stops.end(), token) != stops.end()) {

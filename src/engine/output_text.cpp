@@ -22,7 +22,13 @@ bool OutputText::cut_at_stop(std::size_t search_from) {
 bool OutputText::push(TokenId id) {
   if (stopped_) return false;
   const std::size_t old_size = text_.size();
-  text_ += decoder_.push(id);
+  try {
+    text_ += decoder_.push(id);
+  } catch (const std::exception& e) {
+    error_ = e.what();
+    stopped_ = true;
+    return false;
+  }
   if (stops_.empty() || text_.size() == old_size) return false;
   // A stop string completed by this token starts at most max_stop - 1 bytes before it.
   return cut_at_stop(old_size >= max_stop_ ? old_size - max_stop_ + 1 : 0);
@@ -44,7 +50,11 @@ std::string OutputText::take_ready() {
 std::string OutputText::finish() {
   if (!stopped_) {
     const std::size_t old_size = text_.size();
-    text_ += decoder_.flush();
+    try {
+      text_ += decoder_.flush();
+    } catch (const std::exception& e) {
+      error_ = e.what();
+    }
     if (!stops_.empty() && text_.size() > old_size)
       cut_at_stop(old_size >= max_stop_ ? old_size - max_stop_ + 1 : 0);
   }

@@ -17,7 +17,8 @@ class OutputText {
   OutputText(const Tokenizer& tokenizer, bool skip_special_tokens, std::vector<std::string> stops);
 
   // Appends the text of a generated token. True when the text now contains a stop string;
-  // the text is then cut before it and later calls change nothing.
+  // the text is then cut before it and later calls change nothing. When decoding fails (a
+  // tokenizer.json regex that gives up, see Regex) the text ends there and error() says why.
   bool push(TokenId id);
   // The text that can be streamed now and was not yet (whole UTF-8 characters only).
   std::string take_ready();
@@ -25,6 +26,8 @@ class OutputText {
   // everything not yet taken. text() is then final.
   std::string finish();
   const std::string& text() const { return text_; }
+  // Why decoding failed; empty when it did not.
+  const std::string& error() const { return error_; }
 
  private:
   bool cut_at_stop(std::size_t search_from);
@@ -35,6 +38,7 @@ class OutputText {
   std::string text_;
   std::size_t streamed_ = 0;
   bool stopped_ = false;
+  std::string error_;
 };
 
 }  // namespace cachet::engine

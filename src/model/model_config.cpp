@@ -412,20 +412,24 @@ std::int32_t default_max_position_embeddings(Family family) {
   return 2048;
 }
 
-std::optional<std::int32_t> parse_token_id(const FieldReader& r, std::string_view key,
-                                           const Json& value) {
+// A token of the model: an id outside the vocabulary could never be generated (an EOS id
+// that never ends a request).
+std::int32_t parse_token_id(const FieldReader& r, std::string_view key, const Json& value,
+                            std::int32_t vocab_size) {
   return static_cast<std::int32_t>(
-      r.integer(key, value, 0, std::numeric_limits<std::int32_t>::max(), "a token id (>= 0)"));
+      r.integer(key, value, 0, vocab_size - 1,
+                fmt::format("a token id in [0, {}) (the vocab_size)", vocab_size)));
 }
 
 void parse_special_tokens(const FieldReader& r, ModelConfig& c) {
   if (const Json* bos = r.get("bos_token_id"))
-    c.bos_token_id = parse_token_id(r, "bos_token_id", *bos);
+    c.bos_token_id = parse_token_id(r, "bos_token_id", *bos, c.vocab_size);
   if (const Json* eos = r.get("eos_token_id")) {
     if (eos->is_array()) {
-      for (const Json& id : *eos) c.eos_token_ids.push_back(*parse_token_id(r, "eos_token_id", id));
+      for (const Json& id : *eos)
+        c.eos_token_ids.push_back(parse_token_id(r, "eos_token_id", id, c.vocab_size));
     } else {
-      c.eos_token_ids.push_back(*parse_token_id(r, "eos_token_id", *eos));
+      c.eos_token_ids.push_back(parse_token_id(r, "eos_token_id", *eos, c.vocab_size));
     }
   }
 }
@@ -471,11 +475,14 @@ std::string_view arch_model_type(Arch arch) {
 }
 
 ModelConfig parse_model_config(std::string_view json_text, const std::string& origin) {
-  util::check_json_depth(json_text, origin);
+  if (util::json_nests_too_deep(json_text)) {
+    throw Error(ErrorCode::kInvalidModel,
+                fmt::format("{}: JSON nested deeper than {} levels", origin, util::kMaxJsonDepth));
+  }
   Json root;
   try {
     root = Json::parse(json_text);
-  } catch (const Json::exception& e) {  // parse_error, or out_of_range for 1e309
+  } catch (const Json::exception& e) {
     throw Error(ErrorCode::kInvalidModel, fmt::format("{}: not valid JSON: {}", origin, e.what()));
   }
   if (!root.is_object()) {
@@ -498,6 +505,12 @@ ModelConfig parse_model_config(std::string_view json_text, const std::string& or
   c.max_position_embeddings = r.optional_positive_int32("max_position_embeddings")
                                   .value_or(default_max_position_embeddings(family));
   c.rms_norm_eps = r.optional_positive_number("rms_norm_eps").value_or(1e-6);
+  // The backends compute in float; an epsilon of 1 or more swamps the activations it guards
+  // (and one past FLT_MAX does not even convert).
+  if (c.rms_norm_eps >= 1.0) {
+    r.fail(ErrorCode::kInvalidModel, "rms_norm_eps",
+           fmt::format("must be a positive number below 1 (got {})", c.rms_norm_eps));
+  }
   parse_rope(r, c);
   c.tie_word_embeddings = r.optional_bool("tie_word_embeddings").value_or(false);
   // Qwen2's q/k/v projections always carry biases; its config has no switch for them.
@@ -517,6 +530,11 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
     throw Error(
         ErrorCode::kInvalidModel,
         fmt::format("{}: is a directory, expected a config.json file", config_json.string()));
+  }
+  if (!std::filesystem::is_regular_file(config_json, ec)) {
+    // A FIFO or a device: reading it could block forever or never end.
+    throw Error(ErrorCode::kInvalidModel,
+                fmt::format("{}: not a regular file", config_json.string()));
   }
   std::ifstream in(config_json, std::ios::binary);
   if (!in.is_open()) {

@@ -187,7 +187,9 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
   std::unique_ptr<SafetensorsFile> result(new SafetensorsFile());
   result->path_ = path;
 
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever; the file type is
+  // checked right after (O_NONBLOCK does not change reads of a regular file).
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     const int err = errno;
     fail(err == ENOENT || err == ENOTDIR ? ErrorCode::kNotFound : ErrorCode::kInvalidModel, file,
@@ -234,10 +236,13 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
     }
     return true;
   };
-  util::check_json_depth(std::string_view(header_begin, header_size), file + ": header");
+  if (util::json_nests_too_deep(std::string_view(header_begin, header_size))) {
+    fail(ErrorCode::kInvalidModel, file,
+         fmt::format("header nests JSON deeper than {} levels", util::kMaxJsonDepth));
+  }
   try {
     header = Json::parse(header_begin, header_begin + header_size, find_duplicates);
-  } catch (const Json::exception& e) {  // parse_error, or out_of_range for 1e309
+  } catch (const Json::exception& e) {
     fail(ErrorCode::kInvalidModel, file, fmt::format("header is not valid JSON: {}", e.what()));
   }
   if (duplicate) {

@@ -23,14 +23,21 @@ constexpr const char* kSingleName = "model.safetensors";
 }
 
 Json read_index(const fs::path& index_path) {
+  std::error_code ec;
+  // A FIFO would block the read forever, a directory reads as empty text.
+  if (!fs::is_regular_file(index_path, ec))
+    fail(ErrorCode::kInvalidModel, index_path, "not a regular file");
   std::ifstream in(index_path, std::ios::binary);
   if (!in.is_open()) fail(ErrorCode::kInvalidModel, index_path, "cannot be opened");
   std::ostringstream text;
   text << in.rdbuf();
-  util::check_json_depth(text.str(), index_path.string());
+  if (util::json_nests_too_deep(text.str())) {
+    fail(ErrorCode::kInvalidModel, index_path,
+         fmt::format("JSON nested deeper than {} levels", util::kMaxJsonDepth));
+  }
   try {
     return Json::parse(text.str());
-  } catch (const Json::exception& e) {  // parse_error, or out_of_range for 1e309
+  } catch (const Json::exception& e) {
     fail(ErrorCode::kInvalidModel, index_path, fmt::format("not valid JSON: {}", e.what()));
   }
 }

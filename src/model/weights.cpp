@@ -106,6 +106,17 @@ HostTensor to_host(const TensorView& view) {
 ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelConfig& config) {
   check_dims(config);
   const WeightStore store = WeightStore::open(model_dir);
+  // Every layer has at least 9 tensors, so a config.json claiming more layers than the
+  // checkpoint has tensors is wrong; say so before listing the expected names (a billion
+  // layers would take hundreds of gigabytes of names).
+  if (static_cast<std::size_t>(config.num_layers) > store.tensors().size()) {
+    const Searched searched = searched_files(store, model_dir);
+    throw Error(
+        ErrorCode::kInvalidModel,
+        fmt::format("{}: config.json field 'num_hidden_layers' is {}, but the checkpoint "
+                    "holds only {} tensors (each layer needs at least 9){}",
+                    searched.prefix, config.num_layers, store.tensors().size(), searched.suffix));
+  }
   const std::vector<TensorSpec> specs = expected_tensors(config);
   check_tensor_set(store, model_dir, config, specs);
   for (const TensorSpec& spec : specs) check_shape(config, *store.find(spec.name), spec.shape);

@@ -118,6 +118,12 @@ Bpe::Bpe(const Json& json, const JsonPath& at) : cache_(std::make_unique<Cache>(
   id_to_token_.resize(static_cast<std::size_t>(max_id + 1));
   has_id_.assign(id_to_token_.size(), false);
   for (const auto& [token, id] : vocab_) {
+    // Merges are looked up by id pair: two tokens with one id would merge as each other.
+    if (has_id_[id]) {
+      (at / "vocab")
+          .invalid("tokens \"" + id_to_token_[id] + "\" and \"" + token + "\" both have id " +
+                   std::to_string(id));
+    }
     id_to_token_[id] = token;
     has_id_[id] = true;
   }

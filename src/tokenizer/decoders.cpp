@@ -249,8 +249,10 @@ std::unique_ptr<Decoder> make_decoder(const Json& json, const JsonPath& at) {
     if (const Json* scheme = optional_field(json, "prepend_scheme")) {
       strip_first = !(scheme->is_string() && scheme->get<std::string>() == "never");
     }
-    return std::make_unique<MetaspaceDecoder>(string_or(json, "replacement", "\xE2\x96\x81", at),
-                                              strip_first);
+    std::string replacement = string_or(json, "replacement", "\xE2\x96\x81", at);
+    // Searching for "" would find it at the same place forever.
+    if (replacement.empty()) (at / "replacement").invalid("empty replacement");
+    return std::make_unique<MetaspaceDecoder>(std::move(replacement), strip_first);
   }
   if (type == "BPEDecoder") {
     return std::make_unique<BpeSuffixDecoder>(string_or(json, "suffix", "</w>", at));

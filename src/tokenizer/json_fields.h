@@ -1,6 +1,7 @@
 // Reading tokenizer.json fields with errors that name the file and the field.
 #pragma once
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -71,6 +72,16 @@ inline long long int_field(const Json& obj, std::string_view key, const JsonPath
   const Json& v = field(obj, key, at);
   if (!v.is_number_integer()) (at / key).invalid("expected an integer");
   return v.get<long long>();
+}
+
+// A token id: an integer in [0, 2^31). Anything else would be truncated to some other id.
+inline std::int32_t token_id(const Json& v, const JsonPath& at) {
+  if (!v.is_number_integer()) at.invalid("expected an integer token id");
+  if (v.is_number_unsigned() ? v.get<std::uint64_t>() > INT32_MAX
+                             : (v.get<std::int64_t>() < 0 || v.get<std::int64_t>() > INT32_MAX)) {
+    at.invalid("token id " + v.dump() + " is outside [0, 2147483647]");
+  }
+  return v.get<std::int32_t>();
 }
 
 // The "type" of a component object.

@@ -11,17 +11,6 @@ namespace cachet::tokenizer {
 
 namespace {
 
-// A token id in a post-processor: an integer in [0, 2^31). Larger or negative values would
-// wrap or come out of encode() as ids no model has.
-TokenId token_id(const Json& id, const JsonPath& at) {
-  const bool ok =
-      (id.is_number_unsigned() && id.get<std::uint64_t>() <= std::numeric_limits<TokenId>::max()) ||
-      (id.is_number_integer() && id.get<std::int64_t>() >= 0 &&
-       id.get<std::int64_t>() <= std::numeric_limits<TokenId>::max());
-  if (!ok) at.invalid("expected a token id (an integer in [0, 2147483647]), got " + id.dump());
-  return static_cast<TokenId>(id.get<std::int64_t>());
-}
-
 // The ids before and after the sequence; `template` items other than the single sequence
 // are special tokens, each of which may stand for several ids.
 class Surround final : public PostProcessor {
@@ -80,8 +69,9 @@ std::unique_ptr<PostProcessor> make_template(const Json& json, const JsonPath& a
     const JsonPath entry_at = at / "special_tokens" / name;
     const Json& ids = field(*entry, "ids", entry_at);
     if (!ids.is_array()) (entry_at / "ids").invalid("expected an array");
-    for (const Json& id : ids)
-      (seen_sequence ? after : before).push_back(token_id(id, entry_at / "ids"));
+    for (std::size_t k = 0; k < ids.size(); ++k) {
+      (seen_sequence ? after : before).push_back(token_id(ids[k], (entry_at / "ids")[k]));
+    }
   }
   if (!seen_sequence) (at / "single").invalid("the template has no $A");
   return std::make_unique<Surround>(std::move(before), std::move(after));
@@ -90,8 +80,10 @@ std::unique_ptr<PostProcessor> make_template(const Json& json, const JsonPath& a
 // BertProcessing/RobertaProcessing: "cls" and "sep" are [token, id] pairs.
 TokenId pair_id(const Json& json, std::string_view key, const JsonPath& at) {
   const Json& pair = field(json, key, at);
-  if (!pair.is_array() || pair.size() != 2) (at / key).invalid("expected [token, id]");
-  return token_id(pair[1], at / key);
+  if (!pair.is_array() || pair.size() != 2 || !pair[1].is_number_integer()) {
+    (at / key).invalid("expected [token, id]");
+  }
+  return token_id(pair[1], (at / key)[1]);
 }
 
 }  // namespace

@@ -86,7 +86,7 @@ std::string Regex::escape(std::string_view literal) {
   return out;
 }
 
-Regex::Regex(std::string_view pattern, const std::string& where) {
+Regex::Regex(std::string_view pattern, const std::string& where) : where_(where) {
   const std::string translated = translate(pattern);
   int error = 0;
   PCRE2_SIZE offset = 0;
@@ -121,8 +121,10 @@ bool Regex::Cursor::next(std::size_t& start, std::size_t& end) {
   if (rc < 0) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(rc, message, sizeof(message));
-    throw Error(ErrorCode::kInternal,
-                std::string("regex match failed: ") + reinterpret_cast<const char*>(message));
+    throw Error(ErrorCode::kInvalidArgument,
+                regex_.where_ + ": regex gave up on the text (" +
+                    reinterpret_cast<const char*>(message) +
+                    "): the text is too long or too repetitive for this pattern");
   }
   const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(state.data);
   start = ovector[0];

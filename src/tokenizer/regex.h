@@ -28,6 +28,10 @@ class Regex {
                 std::vector<std::pair<std::size_t, std::size_t>>& out) const;
 
   // The same matches one at a time, without collecting them (texts can be megabytes).
+  // Matching throws Error(kInvalidArgument), naming the pattern's place, when PCRE2 gives up
+  // on the text: its match limit (ten million backtracking steps for one match) or its JIT
+  // stack is exhausted, as a catastrophic pattern does on a short text, or a pattern like
+  // `\s*[\r\n]+` on ten million spaces.
   class Cursor {
    public:
     Cursor(const Regex& regex, std::string_view subject) : regex_(regex), subject_(subject) {}
@@ -44,6 +48,7 @@ class Regex {
  private:
   void* code_ = nullptr;  // pcre2_code_8*
   bool jit_ = false;
+  std::string where_;
 };
 
 }  // namespace cachet::tokenizer

@@ -21,14 +21,22 @@ namespace {
 namespace fs = std::filesystem;
 
 Json read_json(const fs::path& path) {
+  std::error_code ec;
+  if (fs::exists(path, ec) && !fs::is_regular_file(path, ec)) {
+    // A directory reads as empty text; a FIFO or a device could block forever.
+    throw Error(ErrorCode::kInvalidModel, path.string() + ": not a regular file");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(ErrorCode::kNotFound, path.string() + ": cannot open file");
   std::stringstream buffer;
   buffer << in.rdbuf();
-  util::check_json_depth(buffer.str(), path.string());
+  if (util::json_nests_too_deep(buffer.view())) {
+    throw Error(ErrorCode::kInvalidModel, path.string() + ": JSON nested deeper than " +
+                                              std::to_string(util::kMaxJsonDepth) + " levels");
+  }
   try {
     return Json::parse(buffer.str());
-  } catch (const Json::exception& e) {  // parse_error, or out_of_range for 1e309
+  } catch (const Json::exception& e) {
     throw Error(ErrorCode::kInvalidModel, path.string() + ": malformed JSON: " + e.what());
   }
 }
@@ -121,16 +129,14 @@ void read_special_ids(const fs::path& dir, const Tokenizer& tok, Tokenizer::Impl
     const Json gen = read_json(gen_path);
     const JsonPath at{gen_path.string(), ""};
     if (const Json* bos = tokenizer::optional_field(gen, "bos_token_id")) {
-      if (!bos->is_number_integer()) (at / "bos_token_id").invalid("expected an integer");
-      impl.bos = bos->get<TokenId>();
+      impl.bos = tokenizer::token_id(*bos, at / "bos_token_id");
     }
     if (const Json* eos = tokenizer::optional_field(gen, "eos_token_id")) {
       if (eos->is_number_integer()) {
-        impl.eos.push_back(eos->get<TokenId>());
+        impl.eos.push_back(tokenizer::token_id(*eos, at / "eos_token_id"));
       } else if (eos->is_array()) {
-        for (const Json& id : *eos) {
-          if (!id.is_number_integer()) (at / "eos_token_id").invalid("expected integers");
-          impl.eos.push_back(id.get<TokenId>());
+        for (std::size_t i = 0; i < eos->size(); ++i) {
+          impl.eos.push_back(tokenizer::token_id((*eos)[i], (at / "eos_token_id")[i]));
         }
       } else {
         (at / "eos_token_id").invalid("expected an integer or a list of integers");

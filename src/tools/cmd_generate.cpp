@@ -135,8 +135,13 @@ Runner add_generate_command(CLI::App& app) {
     if (a->logprobs >= 0) a->params.logprobs = a->logprobs;
     if (a->prompt_logprobs >= 0) a->params.prompt_logprobs = a->prompt_logprobs;
     std::vector<Request> requests;
+    // Why request i cannot run (a bad line of the prompts file), or empty.
+    std::vector<std::string> line_errors;
     if (!a->prompts_file.empty()) {
-      requests = read_requests_file(a->prompts_file, a->params);
+      for (RequestLine& line : read_requests_file(a->prompts_file, a->params)) {
+        requests.push_back(std::move(line.request));
+        line_errors.push_back(std::move(line.error));
+      }
     } else {
       for (const auto& list : a->prompt_ids)
         requests.push_back({parse_id_list(list), a->params, {}, {}});
@@ -149,9 +154,24 @@ Runner add_generate_command(CLI::App& app) {
       for (std::size_t i = 0; i < requests.size(); ++i)
         if (!requests[i].params.seed) requests[i].params.seed = a->seed + i;
 
+    line_errors.resize(requests.size());
+
     Engine engine(engine_config(a->engine));
     const auto start = std::chrono::steady_clock::now();
-    std::vector<RequestOutput> outputs = engine.generate(requests);
+    // A bad line fails alone: the other requests run, and it gets an error output in its place.
+    std::vector<Request> runnable;
+    for (std::size_t i = 0; i < requests.size(); ++i)
+      if (line_errors[i].empty()) runnable.push_back(requests[i]);
+    std::vector<RequestOutput> ran = engine.generate(runnable);
+    std::vector<RequestOutput> outputs(requests.size());
+    for (std::size_t i = 0, next = 0; i < requests.size(); ++i) {
+      if (line_errors[i].empty()) {
+        outputs[i] = std::move(ran[next++]);
+      } else {
+        outputs[i].finish_reason = FinishReason::kError;
+        outputs[i].error = line_errors[i];
+      }
+    }
     const double wall_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
@@ -163,7 +183,10 @@ Runner add_generate_command(CLI::App& app) {
       generated += out.token_ids.size();
       prompt_tokens += out.prompt_token_ids.size();
       if (a->json)
-        fmt::print("{}\n", to_json(i, out, requests[i].params).dump());
+        // Replacement characters, not an exception, for invalid UTF-8 that a message may
+        // carry (a file name given on the command line).
+        fmt::print("{}\n", to_json(i, out, requests[i].params)
+                               .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
       else
         print_human(i, out);
     }

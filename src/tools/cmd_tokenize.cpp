@@ -27,8 +27,8 @@ int run_tokenize(const TokenizeOptions& options) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     nlohmann::json input;
     if (util::json_nesting_depth(line) > util::kMaxJsonDepth) {
-      std::cerr << "cachet: error: stdin line " << line_number << ": JSON is nested more than "
-                << util::kMaxJsonDepth << " levels deep\n";
+      std::cerr << "cachet: error: stdin line " << line_number << ": JSON nested deeper than "
+                << util::kMaxJsonDepth << " levels\n";
       return 1;
     }
     try {
@@ -42,7 +42,11 @@ int run_tokenize(const TokenizeOptions& options) {
       std::vector<TokenId> ids;
       bool ok = input.is_array();
       for (const auto& id : input) {
-        if (!ok || !id.is_number_integer()) {
+        // An id beyond 32 bits would be truncated to some other token.
+        if (!ok || !id.is_number_integer() ||
+            (id.is_number_unsigned()
+                 ? id.get<std::uint64_t>() > INT32_MAX
+                 : (id.get<std::int64_t>() < INT32_MIN || id.get<std::int64_t>() > INT32_MAX))) {
           ok = false;
           break;
         }
@@ -50,7 +54,7 @@ int run_tokenize(const TokenizeOptions& options) {
       }
       if (!ok) {
         std::cerr << "cachet: error: stdin line " << line_number
-                  << ": expected a JSON array of integer token ids\n";
+                  << ": expected a JSON array of integer token ids (32-bit)\n";
         return 1;
       }
       const nlohmann::json text = tokenizer.decode(ids, /*skip_special_tokens=*/false);

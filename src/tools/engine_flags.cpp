@@ -1,5 +1,11 @@
 #include "tools/engine_flags.h"
 
+#include <fmt/format.h>
+
+#include <limits>
+
+#include "cachet/errors.h"
+
 namespace cachet::tools {
 
 void add_engine_flags(CLI::App& cmd, EngineFlags& f) {
@@ -41,6 +47,11 @@ void add_engine_flags(CLI::App& cmd, EngineFlags& f) {
 
 EngineConfig engine_config(const EngineFlags& f) {
   EngineConfig c = f.config;
+  // MiB to bytes must not overflow (a wrapped budget of 0 would silently mean the default).
+  constexpr std::int64_t kMaxMib = std::numeric_limits<std::int64_t>::max() >> 20;
+  if (f.kv_cache_mib < 0 || f.kv_cache_mib > kMaxMib)
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("--kv-cache-mib must be in [0, {}], got {}", kMaxMib, f.kv_cache_mib));
   c.device = f.device == "cpu" ? Device::kCpu : f.device == "cuda" ? Device::kCuda : Device::kAuto;
   c.kv_cache_bytes = f.kv_cache_bytes > 0 ? f.kv_cache_bytes : f.kv_cache_mib << 20;
   c.dtype = f.dtype == "fp16"   ? ComputeDType::kFloat16

@@ -4,7 +4,10 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
+#include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -15,20 +18,138 @@ namespace {
 
 using nlohmann::json;
 
+// A bad line; caught per line by read_requests_file.
+struct LineError {
+  std::string message;
+};
+
+[[noreturn]] void bad_line(std::string message) { throw LineError{std::move(message)}; }
+
+// A value for a message, cut short (a line may hold megabytes).
+std::string shown(const json& v) {
+  std::string text = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (text.size() > 60) text = text.substr(0, 60) + "...";
+  return text;
+}
+
+// An integer of type T, or nullopt when `v` is not an integer or does not fit T.
+template <typename T>
+std::optional<T> integer_of(const json& v) {
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) return std::nullopt;
+    return static_cast<T>(u);
+  }
+  if (v.is_number_integer()) {
+    const auto i = v.get<std::int64_t>();
+    if (i < 0 && !std::is_signed_v<T>) return std::nullopt;
+    if constexpr (std::is_signed_v<T>) {
+      if (i < std::numeric_limits<T>::min() || i > std::numeric_limits<T>::max())
+        return std::nullopt;
+    }
+    return static_cast<T>(i);
+  }
+  return std::nullopt;
+}
+
 template <typename T>
 T field(const json& j, const char* name, const std::string& where) {
   const json& v = j.at(name);
-  bool ok = false;
-  if constexpr (std::is_same_v<T, bool>)
-    ok = v.is_boolean();
-  else if constexpr (std::is_integral_v<T>)
-    ok = v.is_number_integer() && (std::is_signed_v<T> || v.get<std::int64_t>() >= 0);
-  else
-    ok = v.is_number();
-  if (!ok)
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("{}: field '{}' has the wrong type ({})", where, name, v.dump()));
-  return v.get<T>();
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean())
+      bad_line(fmt::format("{}: field '{}' must be true or false (got {})", where, name, shown(v)));
+    return v.get<bool>();
+  } else if constexpr (std::is_integral_v<T>) {
+    const std::optional<T> value = integer_of<T>(v);
+    if (!value)
+      bad_line(fmt::format("{}: field '{}' must be an integer in [{}, {}] (got {})", where, name,
+                           std::numeric_limits<T>::min(), std::numeric_limits<T>::max(), shown(v)));
+    return *value;
+  } else {
+    // A double beyond the float range does not convert (undefined behavior), and JSON's
+    // 1e999 parses as infinity.
+    if (!v.is_number() || !std::isfinite(v.get<double>()) ||
+        std::abs(v.get<double>()) > std::numeric_limits<float>::max())
+      bad_line(fmt::format("{}: field '{}' must be a number within the range of a float (got {})",
+                           where, name, shown(v)));
+    return static_cast<float>(v.get<double>());
+  }
+}
+
+std::vector<TokenId> token_ids(const json& list, const char* name, const std::string& where) {
+  if (!list.is_array())
+    bad_line(fmt::format("{}: field '{}' must be an array of token ids", where, name));
+  std::vector<TokenId> ids;
+  for (const json& id : list) {
+    const std::optional<TokenId> value = integer_of<TokenId>(id);
+    if (!value) bad_line(fmt::format("{}: '{}' holds {}, not a token id", where, name, shown(id)));
+    ids.push_back(*value);
+  }
+  return ids;
+}
+
+Request parse_line(const std::string& line, const std::string& where,
+                   const SamplingParams& defaults) {
+  static const std::set<std::string> known = {
+      "prompt_ids", "prompt",     "temperature",        "top_k",      "top_p",    "min_p",
+      "seed",       "max_tokens", "stop_token_ids",     "ignore_eos", "logprobs", "prompt_logprobs",
+      "cache_salt", "stop",       "skip_special_tokens"};
+  if (util::json_nests_too_deep(line))
+    bad_line(fmt::format("{}: JSON nested deeper than {} levels", where, util::kMaxJsonDepth));
+  json j;
+  try {
+    j = json::parse(line);
+  } catch (const json::exception& e) {
+    bad_line(fmt::format("{}: not valid JSON: {}", where, e.what()));
+  }
+  if (!j.is_object()) bad_line(fmt::format("{}: not a JSON object", where));
+  for (const auto& [key, value] : j.items())
+    if (!known.contains(key)) bad_line(fmt::format("{}: unknown field '{}'", where, key));
+  Request r;
+  r.params = defaults;
+  if (j.contains("prompt") == j.contains("prompt_ids"))
+    bad_line(fmt::format(
+        "{}: give exactly one of 'prompt' (text) and 'prompt_ids' (an array of token ids)", where));
+  if (j.contains("prompt")) {
+    if (!j["prompt"].is_string())
+      bad_line(fmt::format("{}: field 'prompt' must be a string", where));
+    r.prompt = j["prompt"].get<std::string>();
+  } else {
+    r.prompt_token_ids = token_ids(j["prompt_ids"], "prompt_ids", where);
+  }
+  if (j.contains("cache_salt")) {
+    if (!j["cache_salt"].is_string())
+      bad_line(fmt::format("{}: field 'cache_salt' must be a string", where));
+    r.cache_salt = j["cache_salt"].get<std::string>();
+  }
+  SamplingParams& p = r.params;
+  if (j.contains("temperature")) p.temperature = field<float>(j, "temperature", where);
+  if (j.contains("top_k")) p.top_k = field<std::int32_t>(j, "top_k", where);
+  if (j.contains("top_p")) p.top_p = field<float>(j, "top_p", where);
+  if (j.contains("min_p")) p.min_p = field<float>(j, "min_p", where);
+  if (j.contains("seed")) p.seed = field<std::uint64_t>(j, "seed", where);
+  if (j.contains("max_tokens")) p.max_tokens = field<std::int32_t>(j, "max_tokens", where);
+  if (j.contains("ignore_eos")) p.ignore_eos = field<bool>(j, "ignore_eos", where);
+  if (j.contains("logprobs")) p.logprobs = field<std::int32_t>(j, "logprobs", where);
+  if (j.contains("prompt_logprobs"))
+    p.prompt_logprobs = field<std::int32_t>(j, "prompt_logprobs", where);
+  if (j.contains("skip_special_tokens"))
+    p.skip_special_tokens = field<bool>(j, "skip_special_tokens", where);
+  if (j.contains("stop")) {
+    const json& stop = j["stop"];
+    p.stop.clear();
+    if (stop.is_string()) {
+      p.stop.push_back(stop.get<std::string>());
+    } else if (stop.is_array() &&
+               std::all_of(stop.begin(), stop.end(), [](const json& s) { return s.is_string(); })) {
+      for (const auto& s : stop) p.stop.push_back(s.get<std::string>());
+    } else {
+      bad_line(fmt::format("{}: field 'stop' must be a string or an array of strings", where));
+    }
+  }
+  if (j.contains("stop_token_ids"))
+    p.stop_token_ids = token_ids(j["stop_token_ids"], "stop_token_ids", where);
+  return r;
 }
 
 }  // namespace
@@ -53,99 +174,29 @@ std::vector<TokenId> parse_id_list(const std::string& text) {
   return ids;
 }
 
-std::vector<Request> read_requests_file(const std::string& path, const SamplingParams& defaults) {
+std::vector<RequestLine> read_requests_file(const std::string& path,
+                                            const SamplingParams& defaults) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("{}: is a directory, not a prompts file", path));
   std::ifstream in(path);
   if (!in) throw Error(ErrorCode::kNotFound, fmt::format("{}: cannot open prompts file", path));
-  static const std::set<std::string> known = {
-      "prompt_ids", "prompt",     "temperature",        "top_k",      "top_p",    "min_p",
-      "seed",       "max_tokens", "stop_token_ids",     "ignore_eos", "logprobs", "prompt_logprobs",
-      "cache_salt", "stop",       "skip_special_tokens"};
-  std::vector<Request> requests;
+  std::vector<RequestLine> lines;
   std::string line;
   for (int line_no = 1; std::getline(in, line); ++line_no) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = fmt::format("{}:{}", path, line_no);
-    util::check_json_depth(line, where, ErrorCode::kInvalidArgument);
-    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object())
-      throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: not a JSON object", where));
-    for (const auto& [key, value] : j.items())
-      if (!known.contains(key))
-        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: unknown field '{}'", where, key));
-    Request r;
-    r.params = defaults;
-    if (j.contains("prompt") == j.contains("prompt_ids"))
-      throw Error(
-          ErrorCode::kInvalidArgument,
-          fmt::format(
-              "{}: give exactly one of 'prompt' (text) and 'prompt_ids' (an array of token ids)",
-              where));
-    if (j.contains("prompt")) {
-      if (!j["prompt"].is_string())
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("{}: field 'prompt' must be a string", where));
-      r.prompt = j["prompt"].get<std::string>();
-    } else if (!j["prompt_ids"].is_array()) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("{}: field 'prompt_ids' must be an array of token ids", where));
+    try {
+      lines.push_back({parse_line(line, where, defaults), {}});
+    } catch (const LineError& e) {
+      lines.push_back({{}, e.message});
     }
-    for (const auto& id : j.contains("prompt_ids") ? j["prompt_ids"] : json::array()) {
-      if (!id.is_number_integer() || id.get<std::int64_t>() < INT32_MIN ||
-          id.get<std::int64_t>() > INT32_MAX)
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("{}: 'prompt_ids' holds {}, not a token id", where, id.dump()));
-      r.prompt_token_ids.push_back(id.get<TokenId>());
-    }
-    if (j.contains("cache_salt")) {
-      if (!j["cache_salt"].is_string())
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("{}: field 'cache_salt' must be a string", where));
-      r.cache_salt = j["cache_salt"].get<std::string>();
-    }
-    SamplingParams& p = r.params;
-    if (j.contains("temperature")) p.temperature = field<float>(j, "temperature", where);
-    if (j.contains("top_k")) p.top_k = field<std::int32_t>(j, "top_k", where);
-    if (j.contains("top_p")) p.top_p = field<float>(j, "top_p", where);
-    if (j.contains("min_p")) p.min_p = field<float>(j, "min_p", where);
-    if (j.contains("seed")) p.seed = field<std::uint64_t>(j, "seed", where);
-    if (j.contains("max_tokens")) p.max_tokens = field<std::int32_t>(j, "max_tokens", where);
-    if (j.contains("ignore_eos")) p.ignore_eos = field<bool>(j, "ignore_eos", where);
-    if (j.contains("logprobs")) p.logprobs = field<std::int32_t>(j, "logprobs", where);
-    if (j.contains("prompt_logprobs"))
-      p.prompt_logprobs = field<std::int32_t>(j, "prompt_logprobs", where);
-    if (j.contains("skip_special_tokens"))
-      p.skip_special_tokens = field<bool>(j, "skip_special_tokens", where);
-    if (j.contains("stop")) {
-      const json& stop = j["stop"];
-      p.stop.clear();
-      if (stop.is_string()) {
-        p.stop.push_back(stop.get<std::string>());
-      } else if (stop.is_array() && std::all_of(stop.begin(), stop.end(),
-                                                [](const json& s) { return s.is_string(); })) {
-        for (const auto& s : stop) p.stop.push_back(s.get<std::string>());
-      } else {
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("{}: field 'stop' must be a string or an array of strings", where));
-      }
-    }
-    if (j.contains("stop_token_ids")) {
-      if (!j["stop_token_ids"].is_array())
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("{}: field 'stop_token_ids' must be an array", where));
-      p.stop_token_ids.clear();
-      for (const auto& id : j["stop_token_ids"]) {
-        if (!id.is_number_integer())
-          throw Error(
-              ErrorCode::kInvalidArgument,
-              fmt::format("{}: 'stop_token_ids' holds {}, not a token id", where, id.dump()));
-        p.stop_token_ids.push_back(id.get<TokenId>());
-      }
-    }
-    requests.push_back(std::move(r));
   }
-  if (requests.empty())
+  if (in.bad()) throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: read failed", path));
+  if (lines.empty())
     throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: no requests in the file", path));
-  return requests;
+  return lines;
 }
 
 }  // namespace cachet::tools

@@ -1,7 +1,5 @@
 #include "util/json_depth.h"
 
-#include <fmt/format.h>
-
 namespace cachet::util {
 
 int json_nesting_depth(std::string_view text, int limit) {
@@ -36,13 +34,6 @@ int json_nesting_depth(std::string_view text, int limit) {
     }
   }
   return deepest;
-}
-
-void check_json_depth(std::string_view text, const std::string& origin, ErrorCode code) {
-  if (json_nesting_depth(text) > kMaxJsonDepth) {
-    throw Error(code,
-                fmt::format("{}: JSON is nested more than {} levels deep", origin, kMaxJsonDepth));
-  }
 }
 
 }  // namespace cachet::util

@@ -5,10 +5,7 @@
 // tokenizer.json, index and safetensors headers nest fewer than ten levels.
 #pragma once
 
-#include <string>
 #include <string_view>
-
-#include "cachet/errors.h"
 
 namespace cachet::util {
 
@@ -19,8 +16,8 @@ inline constexpr int kMaxJsonDepth = 128;
 // runs next reports what is wrong with it.
 int json_nesting_depth(std::string_view text, int limit = kMaxJsonDepth);
 
-// Throws Error(code, "<origin>: JSON is nested more than 128 levels deep") when it is.
-void check_json_depth(std::string_view text, const std::string& origin,
-                      ErrorCode code = ErrorCode::kInvalidModel);
+inline bool json_nests_too_deep(std::string_view text) {
+  return json_nesting_depth(text) > kMaxJsonDepth;
+}
 
 }  // namespace cachet::util

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <exception>
 #include <string>
+#include <system_error>
 
 #include "cachet/errors.h"
 
@@ -23,7 +24,21 @@ ThreadPool::ThreadPool(int num_threads) {
                 "ThreadPool: num_threads must be >= 1, got " + std::to_string(num_threads));
   }
   workers_.reserve(static_cast<std::size_t>(num_threads - 1));
-  for (int i = 0; i + 1 < num_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  try {
+    for (int i = 0; i + 1 < num_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  } catch (const std::system_error& e) {
+    // The destructor does not run for a constructor that throws, and destroying a joinable
+    // std::thread terminates the process: stop and join the workers started so far.
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    work_cv_.notify_all();
+    for (auto& worker : workers_) worker.join();
+    throw Error(ErrorCode::kUnavailable, "ThreadPool: cannot start thread " +
+                                             std::to_string(workers_.size() + 2) + " of " +
+                                             std::to_string(num_threads) + ": " + e.what());
+  }
 }
 
 ThreadPool::~ThreadPool() {
