@@ -1,9 +1,12 @@
 // Helpers shared by the tests: temporary directories, test models, running the CLI.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <string>
 
+#include "cachet/errors.h"
 #include "model/make_model.h"
 
 namespace cachet::testing {
@@ -24,6 +27,20 @@ class TempDir {
 // Reads a whole file; throws std::runtime_error when it cannot.
 std::string read_file(const std::filesystem::path& path);
 void write_file(const std::filesystem::path& path, const std::string& contents);
+
+// Runs `f`, expects a cachet::Error with `code`, and returns its message (with a test
+// failure and "" when nothing is thrown).
+template <typename F>
+std::string error_of(F&& f, ErrorCode code) {
+  try {
+    f();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "no error";
+  return "";
+}
 
 // tests/data in the source tree.
 std::filesystem::path test_data_dir();

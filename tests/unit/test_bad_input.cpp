@@ -27,20 +27,9 @@ namespace cachet {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::error_of;
 using ::testing::HasSubstr;
 using Json = nlohmann::json;
-
-// Runs `f`, expects a cachet::Error with `code`, and returns its message.
-std::string error_of(const std::function<void()>& f, ErrorCode code) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "no error";
-  return "";
-}
 
 // The same for a load that reads the FIFO `fifo`: a load that blocks on it fails the test
 // (and the FIFO is then opened for writing, so that the blocked reader sees end-of-file and

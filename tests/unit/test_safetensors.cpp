@@ -38,17 +38,7 @@ Json entry(const std::string& dtype, const Json& shape, std::int64_t begin, std:
   return {{"dtype", dtype}, {"shape", shape}, {"data_offsets", {begin, end}}};
 }
 
-template <typename F>
-std::string error_of(F&& f, ErrorCode code) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "no error";
-  return "";
-}
+using testing::error_of;
 
 std::string open_error(const fs::path& path, ErrorCode code) {
   return error_of([&] { SafetensorsFile::open(path); }, code);
