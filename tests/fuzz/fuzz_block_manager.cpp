@@ -23,26 +23,14 @@
 #include "fuzz_util.h"
 #include "kv/block_hash.h"
 #include "kv/kv_cache_manager.h"
+#include "support/kv_fuzz.h"
 
 using namespace cachet;
 
 namespace {
 
-using Key = std::pair<std::string, std::vector<TokenId>>;  // salt + tokens up to a block's end
-
-kv::BlockHash chain_hash(const Key& key, std::int32_t bs) {
-  std::span<const TokenId> all(key.second);
-  kv::BlockHash h = kv::hash_first_block(all.first(static_cast<std::size_t>(bs)), key.first);
-  for (std::size_t at = static_cast<std::size_t>(bs); at < all.size(); at += bs)
-    h = kv::hash_next_block(h, all.subspan(at, static_cast<std::size_t>(bs)));
-  return h;
-}
-
-Key key_of(const engine::Sequence& s, std::size_t num_blocks, std::int32_t bs) {
-  return {s.kv.salt,
-          std::vector<TokenId>(s.tokens.begin(),
-                               s.tokens.begin() + static_cast<std::ptrdiff_t>(num_blocks * bs))};
-}
+using cachet::testing::chain_hash;
+using cachet::testing::Key;
 
 // Whether block `b` of `s` (its tokens up to the end of that block) is `key`, without a copy.
 bool holds(const engine::Sequence& s, std::size_t b, std::int32_t bs, const Key& key) {
@@ -166,7 +154,7 @@ class Driver {
       for (std::size_t b = 0; b < s.kv.blocks.size(); ++b) {
         const kv::BlockId id = s.kv.blocks[b];
         if (kv_.pool().hash(id) && !content_.contains(id.value)) {
-          Key key = key_of(s, b + 1, bs_);
+          Key key = cachet::testing::key_of(s.kv.salt, s.tokens, b + 1, bs_);
           const kv::BlockHash hash = chain_hash(key, bs_);
           content_.emplace(id.value, Registered{std::move(key), hash});
         }

@@ -38,13 +38,7 @@ using testing::TinyModel;
 
 constexpr auto kWaitLimit = std::chrono::seconds(60);
 
-SamplingParams greedy(int max_tokens) {
-  SamplingParams p;
-  p.temperature = 0.0f;
-  p.max_tokens = max_tokens;
-  p.ignore_eos = true;
-  return p;
-}
+using testing::greedy;
 
 // Building an engine with `c` fails with `code`; returns the message.
 std::string construction_error(const EngineConfig& c, ErrorCode code) {

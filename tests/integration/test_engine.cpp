@@ -62,13 +62,7 @@ std::vector<TokenId> reference_greedy(const TinyModel& m, std::vector<TokenId> t
   return out;
 }
 
-SamplingParams greedy(int max_tokens) {
-  SamplingParams p;
-  p.temperature = 0.0f;
-  p.max_tokens = max_tokens;
-  p.ignore_eos = true;
-  return p;
-}
+using testing::greedy;
 
 class EngineArchTest : public ::testing::TestWithParam<model::Arch> {};
 

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "cachet/config.h"
+#include "cachet/sampling.h"
 #include "model/make_model.h"
 #include "model/model_config.h"
 #include "support/test_support.h"
@@ -22,5 +23,14 @@ struct TinyModel {
   EngineConfig engine_config(std::int32_t block_size = 4, bool caching = true,
                              int threads = 1) const;
 };
+
+// Greedy decoding of exactly `max_tokens` tokens (EOS ignored).
+inline SamplingParams greedy(int max_tokens) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  p.max_tokens = max_tokens;
+  p.ignore_eos = true;
+  return p;
+}
 
 }  // namespace cachet::testing
