@@ -4,8 +4,14 @@
 //    device-to-device copy bandwidth measured here;
 //  - decode tokens/s at batch 1, 32 and 128;
 //  - time to first token of a 4k-token cached prefix + 64 new tokens vs 64 tokens alone.
+//  - the backend's decode step alone without graphs, with graphs, and with graphs plus
+//    cuBLASLt autotuning (gemm_autotune), side by side.
 //   bench_cuda_engine [--preset llama-3.2-1b] [--arch llama] [--reps 5] [--no-graphs 1]
+//                     [--gemm-autotune 1] [--profile-step 1]
+// --profile-step 1 only runs one eager decode step (context 80) between cudaProfilerStart
+// and cudaProfilerStop, for `ncu --profile-from-start off` to time each of its kernels.
 // Medians over repetitions. Makes the model under $TMPDIR if needed (seed 1, bf16).
+#include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 #include <fmt/core.h>
 
@@ -68,11 +74,10 @@ double copy_bandwidth() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::map<std::string, std::string> args = {{"--preset", "llama-3.2-1b"},
-                                             {"--arch", "llama"},
-                                             {"--reps", "5"},
-                                             {"--no-graphs", "0"},
-                                             {"--decode-tokens", "128"}};
+  std::map<std::string, std::string> args = {
+      {"--preset", "llama-3.2-1b"}, {"--arch", "llama"},     {"--reps", "5"},
+      {"--no-graphs", "0"},         {"--profile-step", "0"}, {"--gemm-autotune", "0"},
+      {"--decode-tokens", "128"}};
   for (int i = 1; i + 1 < argc; i += 2) args[argv[i]] = argv[i + 1];
   const int reps = std::stoi(args["--reps"]);
   const int decode_tokens = std::stoi(args["--decode-tokens"]);
@@ -89,23 +94,8 @@ int main(int argc, char** argv) {
   const std::filesystem::path dir = cachet::bench::ensure_model(args["--arch"], args["--preset"]);
   const cachet::model::ModelConfig mc = cachet::model::load_model_config(dir / "config.json");
 
-  const double bw = copy_bandwidth();
-  fmt::print("GPU {} ({} SMs), driver {}.{}, copy bandwidth {:.0f} GB/s (read + write)\n",
-             prop.name, prop.multiProcessorCount, driver / 1000, (driver % 1000) / 10, bw);
-
-  // The backend alone: one decode step of one sequence (context 80) through forward_sample,
-  // host clock around the whole call (metadata upload, graph or kernels, sampling, copy
-  // back, synchronize). The engine's step adds scheduling and bookkeeping to this.
-  std::vector<double> backend_ms[2];
-  for (int variant = 0; variant < 2; ++variant) {
-    const int graphs = variant;
-    cachet::backend::CudaBackendOptions o;
-    o.kv_cache_bytes = std::int64_t{1} << 30;
-    o.max_model_len = 8192;
-    o.max_num_seqs = 128;
-    o.max_num_batched_tokens = 8192;
-    o.enable_cuda_graphs = graphs == 1;
-    auto be = cachet::backend::make_cuda_backend(mc, cachet::model::load_weights(dir, mc), o);
+  // One decode step of one sequence at context 80, built for forward_sample.
+  const auto decode_batch = [] {
     cachet::backend::ForwardBatch b;
     const int ctx = 80;
     b.token_ids = {5};
@@ -116,6 +106,51 @@ int main(int argc, char** argv) {
     for (int i = 0; i < b.max_blocks_per_seq; ++i) b.block_tables.push_back(i);
     b.slot_mapping = {std::int64_t{b.block_tables.back()} * 16 + (ctx - 1) % 16};
     b.logits_indices = {0};
+    return b;
+  };
+  const auto backend_options = [](bool graphs, bool autotune) {
+    cachet::backend::CudaBackendOptions o;
+    o.kv_cache_bytes = std::int64_t{1} << 30;
+    o.max_model_len = 8192;
+    o.max_num_seqs = 128;
+    o.max_num_batched_tokens = 8192;
+    o.enable_cuda_graphs = graphs;
+    o.gemm_autotune = autotune;
+    return o;
+  };
+
+  if (args["--profile-step"] != "0") {
+    auto be = cachet::backend::make_cuda_backend(mc, cachet::model::load_weights(dir, mc),
+                                                 backend_options(false, false));
+    const auto b = decode_batch();
+    std::vector<cachet::backend::SampleSpec> specs(1);
+    std::vector<cachet::backend::SampledToken> out;
+    for (int i = 0; i < 20; ++i) be->forward_sample(b, specs, out);  // warm-up
+    check(cudaProfilerStart(), "cudaProfilerStart");
+    be->forward_sample(b, specs, out);
+    check(cudaProfilerStop(), "cudaProfilerStop");
+    fmt::print("profiled one eager decode step (context 80)\n");
+    return 0;
+  }
+
+  const double bw = copy_bandwidth();
+  fmt::print("GPU {} ({} SMs), driver {}.{}, copy bandwidth {:.0f} GB/s (read + write)\n",
+             prop.name, prop.multiProcessorCount, driver / 1000, (driver % 1000) / 10, bw);
+
+  // The backend alone: one decode step of one sequence (context 80) through forward_sample,
+  // host clock around the whole call (metadata upload, graph or kernels, sampling, copy
+  // back, synchronize). The engine's step adds scheduling and bookkeeping to this.
+  // Variants: 0 no graphs, 1 graphs, 2 graphs + GEMM autotuning.
+  std::vector<double> backend_ms[3];
+  double setup_s[3] = {};
+  cachet::backend::CudaMemoryPlan tuned_plan;
+  for (int variant = 0; variant < 3; ++variant) {
+    const auto t_setup = Clock::now();
+    auto be = cachet::backend::make_cuda_backend(mc, cachet::model::load_weights(dir, mc),
+                                                 backend_options(variant >= 1, variant == 2));
+    setup_s[variant] = std::chrono::duration<double>(Clock::now() - t_setup).count();
+    if (variant == 2) tuned_plan = cachet::backend::cuda_memory_plan(*be);
+    const auto b = decode_batch();
     std::vector<cachet::backend::SampleSpec> specs(1);
     std::vector<cachet::backend::SampledToken> out;
     for (int i = 0; i < 220; ++i) {
@@ -136,11 +171,15 @@ int main(int argc, char** argv) {
   c.max_model_len = 8192;
   c.gpu_memory_utilization = 0.8;
   c.enable_cuda_graphs = args["--no-graphs"] == "0";
+  c.cuda_gemm_autotune = args["--gemm-autotune"] != "0";
   cachet::Engine engine(c);
   const int vocab = engine.info().vocab_size;
-  fmt::print("model {} {} ({} layers, hidden {}, vocab {}), {} KV blocks, graphs {}\n",
-             args["--arch"], args["--preset"], mc.num_layers, mc.hidden_size, mc.vocab_size,
-             engine.info().num_kv_blocks, c.enable_cuda_graphs ? "on" : "off");
+  fmt::print(
+      "model {} {} ({} layers, hidden {}, vocab {}), {} KV blocks, graphs {}, GEMM autotune "
+      "{}\n",
+      args["--arch"], args["--preset"], mc.num_layers, mc.hidden_size, mc.vocab_size,
+      engine.info().num_kv_blocks, c.enable_cuda_graphs ? "on" : "off",
+      c.cuda_gemm_autotune ? "on" : "off");
 
   // Bytes a batch-1 decode step must read: every weight matrix once (the embedding gather
   // reads one row; a tied LM head is the embedding read in full), norms, and the K/V so far.
@@ -176,6 +215,17 @@ int main(int argc, char** argv) {
   fmt::print("| backend decode step alone, CUDA graph (context 80) | {:.3f} ms ({:.2f}x floor) |\n",
              median(backend_ms[1]), median(backend_ms[1]) / floor_ms);
   fmt::print("| backend decode step alone, no graph | {:.3f} ms |\n", median(backend_ms[0]));
+  fmt::print(
+      "| backend decode step alone, CUDA graph + GEMM autotune | {:.3f} ms ({:.2f}x floor) |\n",
+      median(backend_ms[2]), median(backend_ms[2]) / floor_ms);
+  fmt::print("| GEMM autotune: shapes timed / changed | {} / {} |\n", tuned_plan.gemm_shapes_tuned,
+             tuned_plan.gemm_shapes_changed);
+  fmt::print("| GEMM autotune: summed shape times, heuristic -> tuned | {:.1f} -> {:.1f} us |\n",
+             tuned_plan.gemm_heuristic_us, tuned_plan.gemm_tuned_us);
+  fmt::print(
+      "| backend setup (load, upload, graphs): no graph / graphs / + autotune | "
+      "{:.2f} / {:.2f} / {:.2f} s |\n",
+      setup_s[0], setup_s[1], setup_s[2]);
 
   for (int batch : {1, 32, 128}) {
     std::vector<double> tps;

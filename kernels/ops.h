@@ -9,6 +9,8 @@
 // void* so this header stays host-includable without cuda_bf16.h.
 #pragma once
 
+#include <cstddef>
+
 #include "kernel_common.h"
 
 namespace cachet::kernels {
@@ -86,5 +88,18 @@ struct SiluMulParams {
   DType dtype = DType::kBF16;
 };
 cudaError_t launch_silu_mul(const SiluMulParams& p, cudaStream_t stream);
+
+// Reads `bytes` of `data` (16-byte aligned; a tail under 16 bytes is not read) and keeps the
+// XOR of what it read; a thread whose XOR happens to equal a fixed constant writes it to
+// `sink`, which is what keeps the reads from being optimized away (the write is harmless:
+// `sink` is scratch). Used to push a GEMM's operands out of L2 before timing it, with reads
+// only: the buffer read (the KV cache) is left unchanged, and nothing dirty stays in L2 for
+// the timed kernel to write back.
+struct L2FlushParams {
+  const void* data = nullptr;
+  std::size_t bytes = 0;
+  std::uint32_t* sink = nullptr;  // 4 writable bytes
+};
+cudaError_t launch_l2_flush(const L2FlushParams& p, cudaStream_t stream);
 
 }  // namespace cachet::kernels

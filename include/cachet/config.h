@@ -50,6 +50,12 @@ struct EngineConfig {
   ComputeDType dtype = ComputeDType::kAuto;
   // CUDA: capture decode steps in CUDA graphs (one per padded batch size) and replay them.
   bool enable_cuda_graphs = true;
+  // CUDA: time cuBLASLt's candidate algorithms for each decode GEMM shape (every batch size
+  // a decode graph is captured for) at startup and keep the fastest, instead of cuBLASLt's
+  // heuristic first choice. Adds startup time (six timed runs of up to 8 algorithms per
+  // shape). The choice depends on timings, so two engines (or two runs) may pick different
+  // algorithms and round differently.
+  bool cuda_gemm_autotune = false;
   // Longest sequence (prompt + generated) in tokens. 0: the model's
   // max_position_embeddings.
   std::int32_t max_model_len = 0;

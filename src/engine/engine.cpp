@@ -176,6 +176,7 @@ Engine::Impl::Impl(const EngineConfig& config) {
     o.max_num_seqs = config.max_num_seqs;
     o.max_num_batched_tokens = config.max_num_batched_tokens;
     o.enable_cuda_graphs = config.enable_cuda_graphs;
+    o.gemm_autotune = config.cuda_gemm_autotune;
     try {
       backend = backend::make_cuda_backend(model, model::load_weights(dir, model), o);
       block_bytes = backend::cuda_kv_block_bytes(model, config.block_size);

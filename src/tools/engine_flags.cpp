@@ -27,6 +27,9 @@ void add_engine_flags(CLI::App& cmd, EngineFlags& f) {
       ->check(CLI::IsMember({"auto", "bf16", "fp16"}))
       ->capture_default_str();
   cmd.add_flag("--no-cuda-graphs", f.no_cuda_graphs, "Run GPU decode steps without CUDA graphs");
+  cmd.add_flag("--gemm-autotune", f.config.cuda_gemm_autotune,
+               "Time cuBLASLt's candidate algorithms for the decode GEMMs at startup and keep "
+               "the fastest");
   cmd.add_option("--kv-cache-bytes", f.kv_cache_bytes,
                  "KV cache budget in bytes (overrides --kv-cache-mib)");
   cmd.add_option("--num-kv-blocks", f.config.num_kv_blocks,

@@ -11,9 +11,12 @@
 #include <optional>
 #include <random>
 
+#include "backend/cuda/cuda_backend.h"
 #include "cachet/engine.h"
 #include "cachet/errors.h"
 #include "model/make_model.h"
+#include "model/model_config.h"
+#include "model/weights.h"
 #include "support/gpu_test.h"
 #include "support/test_support.h"
 
@@ -25,11 +28,14 @@ using ::testing::HasSubstr;
 struct GpuModel {
   testing::TempDir dir;
   std::int32_t vocab = 0;
-  explicit GpuModel(model::Arch arch, const std::string& preset = "medium") {
+  // `dtype` is the file's: bf16 (or fp16) weights are exact on both backends, so both start
+  // from identical weights.
+  explicit GpuModel(model::Arch arch, const std::string& preset = "medium",
+                    model::DType dtype = model::DType::kBF16) {
     model::MakeModelOptions o;
     o.arch = arch;
     o.preset = preset;
-    o.dtype = model::DType::kBF16;  // both backends then start from identical weights
+    o.dtype = dtype;
     o.seed = 5;
     o.out_dir = dir.path();
     model::make_model(o);
@@ -118,6 +124,9 @@ int expect_same_up_to_near_ties(const std::vector<RequestOutput>& ref,
 // largest seen on H100: 0.13 at logprob -10; GPU runs against each other: 0.07). A near tie
 // is a top-1 margin a difference that size can flip.
 constexpr double kBf16AbsTol = 0.06, kBf16RelTol = 0.03, kNearTie = 0.2;
+// fp16 keeps 3 more mantissa bits than bf16 (2^-11 relative rounding instead of 2^-8), so
+// its rounding differences are about 8x smaller; these are a quarter of bf16's.
+constexpr double kFp16AbsTol = 0.015, kFp16RelTol = 0.0075, kFp16NearTie = 0.05;
 
 class CudaVsCpu : public ::testing::TestWithParam<model::Arch> {};
 
@@ -274,6 +283,63 @@ TEST(CudaBackend, SeededSamplingIsReproducible) {
   }
   std::cout << "[ info ] " << same_alone << " of 9 seeded requests identical alone and batched\n";
   EXPECT_GE(same_alone, 5);
+}
+
+// fp16 end to end: fp16 weights (exact on both sides), fp16 activations and K/V on the GPU,
+// against the CPU backend's fp32.
+TEST(CudaBackend, Fp16EndToEndMatchesTheCpu) {
+  CACHET_REQUIRE_GPU();
+  GpuModel m(model::Arch::kQwen3, "medium", model::DType::kF16);
+  EngineConfig c = m.config(Device::kCuda);
+  c.dtype = ComputeDType::kFloat16;
+  Engine cpu(m.config(Device::kCpu));
+  Engine gpu(c);
+  ASSERT_EQ(gpu.info().backend, "cuda");
+  const auto prompts = random_prompts(48, 5, 200, m.vocab, 71);
+  const auto want = cpu.generate(prompts, greedy(32, 2));
+  const auto got = gpu.generate(prompts, greedy(32, 2));
+  double worst = 0;
+  const int identical =
+      expect_same_up_to_near_ties(want, got, kFp16AbsTol, kFp16RelTol, kFp16NearTie, &worst);
+  std::cout << "[ info ] fp16: " << identical << " of " << prompts.size()
+            << " prompts identical for 32 tokens; worst |logprob delta| " << worst << "\n";
+  EXPECT_GE(identical, static_cast<int>(prompts.size()) / 2);
+}
+
+// Autotuned GEMM algorithms compute the same products with another blocking: bf16 rounding
+// differences only. The backend reports what it tuned.
+TEST(CudaBackend, GemmAutotuneGivesTheSameGreedyTokens) {
+  CACHET_REQUIRE_GPU();
+  GpuModel m(model::Arch::kLlama);
+  const auto mc = model::load_model_config(m.dir.path() / "config.json");
+  backend::CudaBackendOptions o;
+  o.kv_cache_bytes = std::int64_t{64} << 20;
+  o.max_model_len = 2048;
+  o.max_num_seqs = 16;
+  o.gemm_autotune = true;
+  const auto be = backend::make_cuda_backend(mc, model::load_weights(m.dir.path(), mc), o);
+  const auto& plan = backend::cuda_memory_plan(*be);
+  // 1, 2, 4, 8, 16 sequences, each with the QKV, o_proj, gate/up, down and LM-head shapes.
+  EXPECT_GT(plan.gemm_shapes_tuned, 0);
+  EXPECT_LE(plan.gemm_shapes_tuned, 5 * 5);
+  EXPECT_GT(plan.gemm_tuned_us, 0.0);
+  EXPECT_LE(plan.gemm_tuned_us, plan.gemm_heuristic_us * 1.0001);
+  std::cout << "[ info ] tuned " << plan.gemm_shapes_tuned << " shapes, changed "
+            << plan.gemm_shapes_changed << ": " << plan.gemm_heuristic_us << " us -> "
+            << plan.gemm_tuned_us << " us summed\n";
+
+  EngineConfig off = m.config(Device::kCuda), on = off;
+  on.cuda_gemm_autotune = true;
+  for (int n : {1, 8, 37}) {
+    SCOPED_TRACE(::testing::Message() << n << " sequences");
+    const auto prompts = random_prompts(n, 4, 90, m.vocab, 60 + n);
+    double worst = 0;
+    const int identical =
+        expect_same_up_to_near_ties(gpu_run(off, prompts, 20), gpu_run(on, prompts, 20),
+                                    kBf16AbsTol, kBf16RelTol, kNearTie, &worst);
+    std::cout << "[ info ] " << n << " sequences: " << identical
+              << " identical; worst |logprob delta| " << worst << "\n";
+  }
 }
 
 TEST(CudaBackend, UnsupportedShapesFailClearlyOnKCudaAndFallBackOnKAuto) {

@@ -417,6 +417,30 @@ TEST(CudaOps, LaunchersRejectInvalidParams) {
   EXPECT_EQ(launch_silu_mul(s, nullptr), cudaSuccess);  // nothing to do
 }
 
+// The L2 flush only reads: the buffer it streams is unchanged afterwards, and so is the sink
+// (the XOR of this data is not the constant that would write it).
+TEST(CudaOps, L2FlushReadsWithoutWriting) {
+  CACHET_REQUIRE_GPU();
+  std::vector<std::uint32_t> host(3 * (1 << 20) + 5);  // 12 MiB and a tail under 16 bytes
+  for (std::size_t i = 0; i < host.size(); ++i)
+    host[i] = static_cast<std::uint32_t>(i * 2654435761u);
+  testing::DeviceBuffer<std::uint32_t> data(host), sink(std::vector<std::uint32_t>{7});
+  L2FlushParams f;
+  f.data = data.get();
+  f.bytes = host.size() * 4;
+  f.sink = sink.get();
+  CUDA_OK(launch_l2_flush(f, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  EXPECT_EQ(data.download(), host);
+  EXPECT_EQ(sink.download()[0], 7u);
+  f.data = reinterpret_cast<const char*>(data.get()) + 4;  // not 16-byte aligned
+  EXPECT_EQ(launch_l2_flush(f, nullptr), cudaErrorInvalidValue);
+  f.data = nullptr;
+  EXPECT_EQ(launch_l2_flush(f, nullptr), cudaErrorInvalidValue);
+  f.bytes = 15;  // nothing to read
+  EXPECT_EQ(launch_l2_flush(f, nullptr), cudaSuccess);
+}
+
 }  // namespace
 }  // namespace cachet::kernels
 

@@ -122,6 +122,11 @@ class CudaBackend final : public Backend {
   void upload_weights(model::ModelWeights& weights);
   void allocate_workspace();
   std::int64_t choose_num_blocks(const CudaBackendOptions& options) const;
+  // The padded batch sizes decode steps run at: one graph each.
+  std::vector<std::int32_t> decode_batch_sizes() const;
+  // Runs a padding-only decode step at `batch` sequences (no K/V touched; results unused).
+  void run_padding_step(std::int32_t batch, std::int32_t num_splits);
+  void tune_gemms();
   void capture_graphs();
   // Packs `batch` into the pinned metadata mirror with `padded_seqs` sequences (>= the
   // batch's; extra ones are padding: one token, context 0, slot -1) and copies it over.
@@ -311,6 +316,7 @@ CudaBackend::CudaBackend(const model::ModelConfig& config, model::ModelWeights w
   check(cudaMemsetAsync(kv_cache_.get(), 0, kv_cache_.bytes(), stream_.get()), "clear KV cache");
   plan_.kv_cache_bytes = static_cast<std::int64_t>(kv_cache_.bytes());
 
+  if (options.gemm_autotune) tune_gemms();
   if (options.enable_cuda_graphs) capture_graphs();
   check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize after setup");
   std::size_t free_bytes = 0, total = 0;
@@ -686,7 +692,7 @@ void CudaBackend::run_lm_head(std::int32_t first_row, std::int32_t rows) {
   gemm_->run(rows, vocab_, hidden_, last_, lm_head_, logits_, false, s);
 }
 
-void CudaBackend::capture_graphs() {
+std::vector<std::int32_t> CudaBackend::decode_batch_sizes() const {
   // Batch sizes as vLLM picks them: 1, 2, 4, then every multiple of 8.
   std::vector<std::int32_t> sizes;
   for (std::int32_t b : {1, 2, 4}) {
@@ -694,17 +700,59 @@ void CudaBackend::capture_graphs() {
   }
   for (std::int32_t b = 8; b <= max_seqs_; b += 8) sizes.push_back(b);
   if (sizes.empty() || sizes.back() != max_seqs_) sizes.push_back(max_seqs_);
+  std::erase_if(sizes, [&](std::int32_t b) { return b > logits_rows_; });
+  return sizes;
+}
+
+void CudaBackend::run_padding_step(std::int32_t batch, std::int32_t num_splits) {
+  // Every sequence context 0, every slot -1: touches no KV.
+  ForwardBatch pad;
+  pad.query_start = {0};
+  upload_meta(pad, batch, batch);
+  run_model(batch, batch, batch, 1, options_.max_model_len, num_splits);
+}
+
+void CudaBackend::tune_gemms() {
+  // The timed runs start with L2 full of other data: the KV cache, only read (2x the L2, or
+  // all of it where the pool is smaller).
+  int device = 0, l2_bytes = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device), "L2 cache size");
+  const std::size_t flush = std::min(kv_cache_.bytes(), std::size_t(std::max(l2_bytes, 1)) * 2);
+  gemm_->begin_tuning(kv_cache_.get(), flush);
+  try {
+    for (std::int32_t b : decode_batch_sizes()) {
+      run_padding_step(b, kernels::paged_attention_num_splits(b, config_.num_kv_heads,
+                                                              options_.max_model_len, num_sms_));
+    }
+    check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize (GEMM autotuning)");
+  } catch (...) {
+    gemm_->end_tuning();
+    throw;
+  }
+  gemm_->end_tuning();
+  for (const auto& r : gemm_->tune_results()) {
+    ++plan_.gemm_shapes_tuned;
+    plan_.gemm_shapes_changed += r.chosen != 0;
+    if (r.heuristic_us >= 0) {  // else the heuristic's choice would not run: nothing to compare
+      plan_.gemm_heuristic_us += r.heuristic_us;
+      plan_.gemm_tuned_us += r.chosen_us;
+    }
+  }
+  util::logger().info(
+      "cuda backend: GEMM autotuning timed {} decode shapes and changed the algorithm of {}; "
+      "summed over the shapes, {:.1f} us with the heuristic's choices, {:.1f} us tuned",
+      plan_.gemm_shapes_tuned, plan_.gemm_shapes_changed, plan_.gemm_heuristic_us,
+      plan_.gemm_tuned_us);
+}
+
+void CudaBackend::capture_graphs() {
   cudaStream_t s = stream_.get();
-  for (std::int32_t b : sizes) {
-    if (b > logits_rows_) break;
+  for (std::int32_t b : decode_batch_sizes()) {
     const std::int32_t splits = kernels::paged_attention_num_splits(
         b, config_.num_kv_heads, options_.max_model_len, num_sms_);
-    // A first eager run picks the GEMM algorithms (host-side heuristics) outside capture,
-    // over a padding-only batch (every sequence context 0, every slot -1: touches no KV).
-    ForwardBatch pad;
-    pad.query_start = {0};
-    upload_meta(pad, b, b);
-    run_model(b, b, b, 1, options_.max_model_len, splits);
+    // A first eager run picks the GEMM algorithms (host-side heuristics) outside capture.
+    run_padding_step(b, splits);
     check(cudaStreamSynchronize(s), "warm-up before graph capture");
 
     cudaGraph_t graph = nullptr;

@@ -27,6 +27,10 @@ struct CudaBackendOptions {
   std::int32_t max_num_seqs = 64;
   std::int32_t max_num_batched_tokens = 2048;
   bool enable_cuda_graphs = true;
+  // Time cuBLASLt's candidate algorithms for every decode GEMM shape (the batch sizes the
+  // decode graphs are captured for) at startup and keep the fastest, instead of the
+  // heuristic's first choice (see Gemm::begin_tuning).
+  bool gemm_autotune = false;
 };
 
 // What the backend took, for EngineInfo and the log.
@@ -37,6 +41,12 @@ struct CudaMemoryPlan {
   std::int64_t total_bytes = 0;  // the GPU's memory
   std::int64_t free_bytes_after = 0;
   std::int32_t num_graphs = 0;  // decode batch sizes captured
+  // GEMM autotuning (gemm_autotune): shapes timed, shapes whose algorithm changed, and the
+  // sums over the tuned shapes of the heuristic's and the chosen algorithms' times.
+  std::int32_t gemm_shapes_tuned = 0;
+  std::int32_t gemm_shapes_changed = 0;
+  double gemm_heuristic_us = 0;
+  double gemm_tuned_us = 0;
 };
 
 // Bytes one KV block takes across all layers (K and V) with 2-byte elements.

@@ -2,11 +2,31 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+#include "ops.h"
+#include "util/log.h"
+
 namespace cachet::backend::cuda {
 
 namespace {
 constexpr std::size_t kWorkspaceBytes = std::size_t{32} << 20;
+// Autotuning: timed runs per algorithm (after one untimed), and how much faster than the
+// heuristic's first choice another algorithm must be to replace it (timing noise otherwise
+// flips choices between runs for no gain).
+constexpr int kTuneReps = 5;
+constexpr double kTuneMargin = 0.97;
+
+using Event = std::unique_ptr<std::remove_pointer_t<cudaEvent_t>, EventDeleter>;
+Event make_event() {
+  cudaEvent_t e = nullptr;
+  check(cudaEventCreate(&e), "cudaEventCreate (GEMM autotuning)");
+  return Event(e);
 }
+}  // namespace
 
 // cuBLASLt is column-major. A row-major [R, C] buffer is a column-major [C, R] one, so
 //   Y^T[N, M] = op(W)[N, K] . X^T[K, M]  with W viewed as [K, N] (ld K) and transposed,
@@ -31,7 +51,48 @@ Gemm::Gemm(bool fp16) : fp16_(fp16), workspace_(kWorkspaceBytes, "the cuBLASLt w
 
 Gemm::~Gemm() = default;
 
-const Gemm::Plan& Gemm::plan(std::int64_t m, std::int64_t n, std::int64_t k, bool accumulate) {
+void Gemm::begin_tuning(const void* flush, std::size_t flush_bytes) {
+  flush_ = flush;
+  flush_bytes_ = flush == nullptr ? 0 : flush_bytes;
+}
+
+void Gemm::end_tuning() {
+  flush_ = nullptr;
+  flush_bytes_ = 0;
+}
+
+double Gemm::time_algo(const Plan& p, const cublasLtMatmulAlgo_t& algo, bool accumulate,
+                       const void* x, const void* w, float* y, cudaStream_t stream) {
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  const Event start = make_event(), stop = make_event();
+  std::vector<double> us;
+  for (int rep = 0; rep <= kTuneReps; ++rep) {
+    kernels::L2FlushParams f;
+    f.data = flush_;
+    f.bytes = flush_bytes_;
+    f.sink = workspace_.as<std::uint32_t>();
+    check(kernels::launch_l2_flush(f, stream), "L2 flush kernel (GEMM autotuning)");
+    check(cudaEventRecord(start.get(), stream), "cudaEventRecord (GEMM autotuning)");
+    const cublasStatus_t st =
+        cublasLtMatmul(handle_.get(), p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &algo,
+                       workspace_.get(), workspace_.bytes(), stream);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+      // Nothing was launched; make sure the stream is still usable before going on.
+      check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (GEMM autotuning)");
+      return -1.0;
+    }
+    check(cudaEventRecord(stop.get(), stream), "cudaEventRecord (GEMM autotuning)");
+    check(cudaEventSynchronize(stop.get()), "cudaEventSynchronize (GEMM autotuning)");
+    float ms = 0.0f;
+    check(cudaEventElapsedTime(&ms, start.get(), stop.get()), "cudaEventElapsedTime");
+    if (rep > 0) us.push_back(1000.0 * ms);  // the first run pays one-time setup
+  }
+  std::nth_element(us.begin(), us.begin() + us.size() / 2, us.end());
+  return us[us.size() / 2];
+}
+
+const Gemm::Plan& Gemm::plan(std::int64_t m, std::int64_t n, std::int64_t k, bool accumulate,
+                             const void* x, const void* w, float* y, cudaStream_t stream) {
   const Key key{m, n, k, accumulate};
   if (auto it = plans_.find(key); it != plans_.end()) return *it->second;
   auto p = std::make_unique<Plan>();
@@ -60,11 +121,15 @@ const Gemm::Plan& Gemm::plan(std::int64_t m, std::int64_t n, std::int64_t k, boo
   const std::size_t ws = workspace_.bytes();
   cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-  cublasLtMatmulHeuristicResult_t result{};
+  // Tuning only outside capture: timing synchronizes, which capture forbids.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (flush_ != nullptr) check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
+  const bool tune = flush_ != nullptr && capture == cudaStreamCaptureStatusNone;
+  cublasLtMatmulHeuristicResult_t results[kTuneCandidates] = {};
   int found = 0;
   if (st == CUBLAS_STATUS_SUCCESS) {
-    st = cublasLtMatmulAlgoGetHeuristic(handle_.get(), p->op, p->a, p->b, p->c, p->c, pref, 1,
-                                        &result, &found);
+    st = cublasLtMatmulAlgoGetHeuristic(handle_.get(), p->op, p->a, p->b, p->c, p->c, pref,
+                                        tune ? kTuneCandidates : 1, results, &found);
   }
   cublasLtMatmulPreferenceDestroy(pref);
   check(st, "cublasLtMatmulAlgoGetHeuristic");
@@ -74,14 +139,39 @@ const Gemm::Plan& Gemm::plan(std::int64_t m, std::int64_t n, std::int64_t k, boo
                             "K {}",
                             fp16_ ? "fp16" : "bf16", m, n, k));
   }
-  p->algo = result.algo;
+  p->algo = results[0].algo;
+  if (tune && found > 1) {
+    TuneResult r{m, n, k, accumulate, 0, 0, -1.0, -1.0};
+    for (int i = 0; i < found; ++i) {
+      if (results[i].state != CUBLAS_STATUS_SUCCESS || results[i].workspaceSize > ws) continue;
+      const double us = time_algo(*p, results[i].algo, accumulate, x, w, y, stream);
+      if (us < 0) continue;
+      ++r.candidates;
+      if (i == 0) {
+        r.heuristic_us = r.chosen_us = us;
+      } else if (r.heuristic_us < 0 ? r.chosen_us < 0 || us < r.chosen_us
+                                    : us < kTuneMargin * r.chosen_us) {
+        r.chosen = i;
+        r.chosen_us = us;
+      }
+    }
+    if (r.candidates > 0) {
+      p->algo = results[r.chosen].algo;
+      util::logger().debug(
+          "cuBLASLt autotune M {} N {} K {}{}: algorithm {} of {} timed, {:.1f} us (the "
+          "heuristic's first: {:.1f} us)",
+          m, n, k, accumulate ? " (accumulate)" : "", r.chosen, r.candidates, r.chosen_us,
+          r.heuristic_us);
+      tune_results_.push_back(r);
+    }
+  }
   return *plans_.emplace(key, std::move(p)).first->second;
 }
 
 void Gemm::run(std::int64_t m, std::int64_t n, std::int64_t k, const void* x, const void* w,
                float* y, bool accumulate, cudaStream_t stream) {
   if (m == 0 || n == 0) return;
-  const Plan& p = plan(m, n, k, accumulate);
+  const Plan& p = plan(m, n, k, accumulate, x, w, y, stream);
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   check(cublasLtMatmul(handle_.get(), p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo,
                        workspace_.get(), workspace_.bytes(), stream),

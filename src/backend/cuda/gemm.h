@@ -11,6 +11,7 @@
 #include <memory>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "backend/cuda/cuda_util.h"
 
@@ -29,17 +30,45 @@ class Gemm {
   void run(std::int64_t m, std::int64_t n, std::int64_t k, const void* x, const void* w, float* y,
            bool accumulate, cudaStream_t stream);
 
+  // Autotuning. Between begin_tuning and end_tuning, the first run of each new shape (outside
+  // stream capture) times up to kTuneCandidates of cuBLASLt's heuristic algorithms on the
+  // call's own operands and keeps the fastest; otherwise the heuristic's first choice is
+  // used, as it is outside tuning. Each timed run starts with L2 holding other data: `flush`
+  // (flush_bytes of device memory, only read) is streamed through it first, as the other
+  // weights are in a real step. Timing runs write y (beta = 1 accumulates into it), so tune
+  // on a step whose results are thrown away. Not thread-safe, like run().
+  static constexpr int kTuneCandidates = 8;
+  void begin_tuning(const void* flush, std::size_t flush_bytes);
+  void end_tuning();
+  struct TuneResult {
+    std::int64_t m, n, k;
+    bool accumulate;
+    int candidates;       // algorithms timed
+    int chosen;           // index in the heuristic's order; 0 is its first choice
+    double heuristic_us;  // median time of the heuristic's first choice
+    double chosen_us;     // median time of the algorithm kept
+  };
+  const std::vector<TuneResult>& tune_results() const { return tune_results_; }
+
   std::size_t workspace_bytes() const { return workspace_.bytes(); }
 
  private:
   struct Plan;
   using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, bool>;
-  const Plan& plan(std::int64_t m, std::int64_t n, std::int64_t k, bool accumulate);
+  const Plan& plan(std::int64_t m, std::int64_t n, std::int64_t k, bool accumulate, const void* x,
+                   const void* w, float* y, cudaStream_t stream);
+  // Median microseconds of `algo` on these operands over a few flushed runs; < 0 when
+  // cuBLASLt refuses to run it.
+  double time_algo(const Plan& p, const cublasLtMatmulAlgo_t& algo, bool accumulate, const void* x,
+                   const void* w, float* y, cudaStream_t stream);
 
   bool fp16_;
   std::unique_ptr<std::remove_pointer_t<cublasLtHandle_t>, LtHandleDeleter> handle_;
   DeviceBuffer workspace_;
   std::map<Key, std::unique_ptr<Plan>> plans_;
+  const void* flush_ = nullptr;  // non-null while tuning
+  std::size_t flush_bytes_ = 0;
+  std::vector<TuneResult> tune_results_;
 };
 
 }  // namespace cachet::backend::cuda
