@@ -144,9 +144,12 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Queues a request and returns at once. `callback` receives its tokens as they come and a
-  // final update (finished) exactly once: with FinishReason::kError for a bad request,
-  // kAborted when aborted or when the engine is destroyed first. Thread-safe.
+  // Queues a request and returns: at once for token ids; a text prompt is tokenized first,
+  // on the calling thread, so a long text holds up its caller only, never the engine's
+  // thread or other requests. `callback` receives its tokens as they come and a final
+  // update (finished) exactly once: with FinishReason::kError for a bad request (a prompt
+  // that cannot be tokenized included), kAborted when aborted or when the engine is
+  // destroyed first. Thread-safe.
   RequestId submit(Request request, RequestCallback callback);
   // Cancels a request; its final update follows on the engine's thread. False when the id
   // is unknown or the request has already finished. True means the request was still live,

@@ -110,6 +110,7 @@ struct Engine::Impl {
     Request request;
     RequestCallback callback;
     engine::Clock::time_point submitted;
+    std::string problem;  // why it cannot run, found in submit() (tokenizing)
   };
   std::vector<Submission> inbox;
   std::vector<RequestId> aborts;
@@ -277,7 +278,8 @@ void Engine::Impl::loop() {
       stopping = stop;
     }
     for (auto& s : new_requests)
-      core->add(s.id, std::move(s.request), std::move(s.callback), s.submitted);
+      core->add(s.id, std::move(s.request), std::move(s.callback), s.submitted,
+                std::move(s.problem));
     for (RequestId id : to_abort) core->abort(id);
     if (stopping) {
       // Whatever is still live ends as aborted: every callback fires exactly once.
@@ -316,6 +318,11 @@ Engine::Impl& Engine::checked_impl(const char* method) const {
 RequestId Engine::submit(Request request, RequestCallback callback) {
   checked_impl("submit");
   const auto now = engine::Clock::now();
+  // Text is tokenized here, on the caller's thread: a long prompt then holds up its own
+  // caller, not the engine's thread and every request it is running. A problem is reported
+  // through the callback like every other bad request.
+  std::string problem =
+      engine::tokenize_prompt(request, impl_->tokenizer ? &*impl_->tokenizer : nullptr);
   RequestId id;
   {
     std::lock_guard lock(impl_->mutex);
@@ -323,7 +330,7 @@ RequestId Engine::submit(Request request, RequestCallback callback) {
       throw Error(ErrorCode::kUnavailable, "Engine::submit: the engine is shutting down");
     id = impl_->next_id++;
     impl_->live.insert(id);
-    impl_->inbox.push_back({id, std::move(request), std::move(callback), now});
+    impl_->inbox.push_back({id, std::move(request), std::move(callback), now, std::move(problem)});
   }
   impl_->wake.notify_all();
   return id;

@@ -48,17 +48,23 @@ EngineCore::EngineCore(const EngineConfig& config, const EngineInfo& info, model
   }
 }
 
-// Tokenizes a text prompt; returns a problem, or "" when the request has its token ids.
-std::string EngineCore::prepare_prompt(Request& r) const {
+std::string tokenize_prompt(Request& r, const Tokenizer* tokenizer) {
   if (!r.prompt_token_ids.empty()) {
     if (!r.prompt.empty()) return "give either prompt (text) or prompt_token_ids, not both";
     return {};
   }
   if (r.prompt.empty()) return "prompt is empty";
-  if (!tokenizer_)
+  if (tokenizer == nullptr)
     return "a text prompt needs the model's tokenizer, and the model directory has no "
            "tokenizer.json";
-  r.prompt_token_ids = tokenizer_->encode(r.prompt, /*add_special_tokens=*/true);
+  try {
+    r.prompt_token_ids = tokenizer->encode(r.prompt, /*add_special_tokens=*/true);
+  } catch (const std::exception& e) {
+    // A tokenizer.json regex that gives up on the text: this request fails, nothing else.
+    return fmt::format("the prompt could not be tokenized: {}", e.what());
+  }
+  if (r.prompt_token_ids.empty()) return "prompt is empty";
+  r.prompt.clear();
   return {};
 }
 
@@ -88,20 +94,13 @@ std::string EngineCore::check_request(const Request& r) const {
 }
 
 void EngineCore::add(RequestId id, Request request, RequestCallback callback,
-                     Clock::time_point submitted) {
+                     Clock::time_point submitted, std::string problem) {
   auto seq = std::make_unique<Sequence>();
   seq->id = id;
   seq->arrival = next_arrival_++;
   seq->submitted = submitted;
   seq->callback = std::make_shared<RequestCallback>(std::move(callback));
-  std::string problem;
-  try {
-    problem = prepare_prompt(request);
-  } catch (const std::exception& e) {
-    // Tokenizing may fail (a tokenizer.json regex that gives up on the text): this request
-    // fails, the engine's thread goes on.
-    problem = fmt::format("the prompt could not be tokenized: {}", e.what());
-  }
+  if (problem.empty()) problem = tokenize_prompt(request, tokenizer_ ? &*tokenizer_ : nullptr);
   if (problem.empty()) problem = check_request(request);
   seq->output.prompt_token_ids = request.prompt_token_ids;
   seq->params = std::move(request.params);

@@ -16,6 +16,12 @@
 
 namespace cachet::engine {
 
+// Turns a text prompt into r.prompt_token_ids with `tokenizer` (null: the model has none)
+// and clears r.prompt; leaves a token-id prompt alone. Returns why the request cannot run
+// ("" when it can). Never throws for a bad prompt: a tokenizer failure is returned too.
+// Engine::submit calls it on the caller's thread, so a long prompt holds up only its caller.
+std::string tokenize_prompt(Request& r, const Tokenizer* tokenizer);
+
 // An update ready to hand to a request's callback; owns everything it points to.
 struct Delivery {
   std::shared_ptr<RequestCallback> callback;
@@ -28,8 +34,11 @@ class EngineCore {
   EngineCore(const EngineConfig& config, const EngineInfo& info, model::ModelConfig model,
              std::unique_ptr<backend::Backend> backend, std::optional<Tokenizer> tokenizer);
 
-  // Takes a request; a bad one is finished at once with FinishReason::kError.
-  void add(RequestId id, Request request, RequestCallback callback, Clock::time_point submitted);
+  // Takes a request; a bad one is finished at once with FinishReason::kError, as is one
+  // with a non-empty `problem` (found before it got here: tokenize_prompt's result). A text
+  // prompt is tokenized here (on this thread) unless the caller did it.
+  void add(RequestId id, Request request, RequestCallback callback, Clock::time_point submitted,
+           std::string problem = {});
   // Finishes a live request with FinishReason::kAborted; false when it is not live.
   bool abort(RequestId id);
   bool has_work() const { return scheduler_.has_work(); }
@@ -41,7 +50,6 @@ class EngineCore {
   EngineStats stats() const;
 
  private:
-  std::string prepare_prompt(Request& r) const;
   std::string check_request(const Request& r) const;
   void finish(Sequence& seq, FinishReason reason, std::string error = {});
   Delivery take_new_tokens(Sequence& seq);

@@ -3,8 +3,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
 
 #include "cachet/engine.h"
 #include "model/make_model.h"
@@ -168,6 +174,48 @@ TEST_F(EngineTextTest, TextRequestErrorsFailAlone) {
   EXPECT_THAT(outputs[1].error, HasSubstr("stop[0]"));
   EXPECT_THAT(outputs[2].error, HasSubstr("not both"));
   EXPECT_THAT(outputs[3].error, HasSubstr("empty"));
+}
+
+// A long text is tokenized on the thread that submits it (a few MB take about a second), not on
+// the engine's thread: a short request submitted meanwhile from another thread finishes
+// while the long one is still being tokenized. Were the engine's thread tokenizing, the short
+// request would wait for it. The long prompt is then refused as too long, alone.
+TEST_F(EngineTextTest, LongTextPromptHoldsUpOnlyItsOwnCaller) {
+  std::mt19937 rng(3);
+  std::string text;
+  while (text.size() < (std::size_t{4} << 20)) {  // random words: no pre-token cache hits
+    const int len = std::uniform_int_distribution<int>(2, 9)(rng);
+    for (int i = 0; i < len; ++i)
+      text += static_cast<char>('a' + std::uniform_int_distribution<int>(0, 25)(rng));
+    text += ' ';
+  }
+  std::atomic<bool> started = false, submitted = false;
+  std::mutex m;
+  std::condition_variable cv;
+  std::optional<RequestOutput> long_out;
+  std::thread long_caller([&] {
+    started = true;
+    engine_->submit(Request{{}, greedy(4), {}, text}, [&](const RequestUpdate& u) {
+      if (!u.finished) return;
+      std::lock_guard lock(m);
+      long_out = *u.output;
+      cv.notify_all();
+    });
+    submitted = true;
+  });
+  while (!started) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const auto short_out = engine_->generate({Request{{}, greedy(8), {}, "hello"}});
+  const bool long_still_tokenizing = !submitted;
+  long_caller.join();
+  EXPECT_EQ(short_out[0].finish_reason, FinishReason::kLength) << short_out[0].error;
+  EXPECT_EQ(short_out[0].token_ids.size(), 8u);
+  EXPECT_TRUE(long_still_tokenizing)
+      << "the short request waited for the long prompt to be tokenized";
+  std::unique_lock lock(m);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return long_out.has_value(); }));
+  EXPECT_EQ(long_out->finish_reason, FinishReason::kError);
+  EXPECT_THAT(long_out->error, HasSubstr("max_model_len"));
 }
 
 TEST(EngineTextNoTokenizer, TextPromptsAndStopStringsNeedATokenizer) {
