@@ -218,8 +218,9 @@ int main(int argc, char** argv) {
   fmt::print(
       "| backend decode step alone, CUDA graph + GEMM autotune | {:.3f} ms ({:.2f}x floor) |\n",
       median(backend_ms[2]), median(backend_ms[2]) / floor_ms);
-  fmt::print("| GEMM autotune: shapes timed / changed | {} / {} |\n", tuned_plan.gemm_shapes_tuned,
-             tuned_plan.gemm_shapes_changed);
+  fmt::print("| GEMM autotune: shapes timed / changed / to cachet's GEMV | {} / {} / {} |\n",
+             tuned_plan.gemm_shapes_tuned, tuned_plan.gemm_shapes_changed,
+             tuned_plan.gemm_shapes_gemv);
   fmt::print("| GEMM autotune: summed shape times, heuristic -> tuned | {:.1f} -> {:.1f} us |\n",
              tuned_plan.gemm_heuristic_us, tuned_plan.gemm_tuned_us);
   fmt::print(

@@ -1,8 +1,10 @@
 // CUDA kernels against floors measured in the same run on the same GPU:
 //  - device-to-device copy bandwidth (the decode attention ceiling) and
 //  - a cuBLASLt bf16 8192^3 GEMM (the prefill attention reference rate);
-// then paged decode attention in GB/s of K/V actually needed and prefill attention in
-// TFLOP/s (causal counted as half). Prints markdown tables; `--quick` runs fewer repeats.
+// then paged decode attention in GB/s of K/V actually needed, prefill attention in
+// TFLOP/s (causal counted as half), and the decode projections (M = 1 and 4 rows, the
+// Llama-3.2-1B shapes) through cuBLASLt's heuristic choice and through cachet's GEMV, in GB/s
+// of weights read. Prints markdown tables; `--quick` runs fewer repeats.
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
@@ -17,6 +19,8 @@
 #include <vector>
 
 #include "attention.h"
+#include "backend/cuda/gemm.h"
+#include "gemv.h"
 
 namespace {
 
@@ -75,6 +79,26 @@ double time_median(cudaStream_t stream, int inner, Fn&& fn) {
   CHECK_CUDA(cudaEventDestroy(start));
   CHECK_CUDA(cudaEventDestroy(stop));
   return median(samples);
+}
+
+// Median seconds per call of `fn(i)` for i in [0, calls), the calls captured once into a
+// CUDA graph and the graph replayed: back to back as in a decode step's graph, with no host
+// launch cost between kernels (which would dominate kernels of a few microseconds). `fn` is
+// called once outside capture first (cuBLASLt picks its algorithm then).
+template <class Fn>
+double time_graph(cudaStream_t stream, int calls, Fn&& fn) {
+  fn(0);
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  cudaGraph_t graph = nullptr;
+  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < calls; ++i) fn(i);
+  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec = nullptr;
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  const double t = time_median(stream, 1, [&](int) { CHECK_CUDA(cudaGraphLaunch(exec, stream)); });
+  CHECK_CUDA(cudaGraphExecDestroy(exec));
+  CHECK_CUDA(cudaGraphDestroy(graph));
+  return t / calls;
 }
 
 // How many calls per sample make a sample last about 1 ms, a multiple of `multiple_of`.
@@ -370,6 +394,66 @@ int main(int argc, char** argv) {
       std::printf("| %d | %d | %d | %.1f | %.1f | %.2fx | %.2fx |\n", head_dim, cached, splits,
                   t_unsplit * 1e6, t_split * 1e6, t_unsplit / base_unsplit, t_split / base_split);
       std::fflush(stdout);
+    }
+  }
+  // Decode projections: Y[M, N] = X[M, K] . W[N, K]^T, weights rotated over enough copies
+  // that each call reads them from DRAM, as in a real step (the other layers' weights pass
+  // through L2 in between).
+  std::printf(
+      "\n## Decode projections (bf16, Llama-3.2-1B shapes): cuBLASLt heuristic vs cachet GEMV\n\n"
+      "| what | M | N | K | weights MB | cuBLASLt us | GB/s | GEMV us | GB/s | %% of copy "
+      "(GEMV) |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  {
+    cachet::backend::cuda::Gemm gemm(/*fp16=*/false);
+    struct Proj {
+      const char* what;
+      std::int64_t n, k;
+    };
+    const Proj projs[] = {{"qkv", 3072, 2048},
+                          {"o_proj", 2048, 2048},
+                          {"gate_up", 16384, 2048},
+                          {"down", 2048, 8192},
+                          {"lm_head", 128256, 2048}};
+    for (const Proj& pr : projs) {
+      const double w_bytes = double(pr.n) * pr.k * kElt;
+      const int pools = std::max(2, static_cast<int>(std::ceil(4 * l2 / w_bytes)));
+      void* w = nullptr;
+      void* x = nullptr;
+      float* y = nullptr;
+      CHECK_CUDA(cudaMalloc(&w, std::size_t(w_bytes) * pools));
+      CHECK_CUDA(cudaMalloc(&x, std::size_t(cachet::kernels::kGemvMaxRows) * pr.k * kElt));
+      CHECK_CUDA(cudaMalloc(reinterpret_cast<void**>(&y),
+                            std::size_t(cachet::kernels::kGemvMaxRows) * pr.n * 4));
+      fill_random(w, std::size_t(w_bytes) * pools, 11);
+      fill_random(x, std::size_t(cachet::kernels::kGemvMaxRows) * pr.k * kElt, 12);
+      const auto pool = [&](int i) {
+        return static_cast<const char*>(w) + std::size_t(w_bytes) * (i % pools);
+      };
+      for (std::int32_t m : {1, 4}) {
+        // At least 16 calls per graph: one replay is then long enough to time.
+        const int calls = (16 + pools - 1) / pools * pools;
+        const double t_lt = time_graph(
+            stream, calls, [&](int i) { gemm.run(m, pr.n, pr.k, x, pool(i), y, false, stream); });
+        cachet::kernels::GemvParams g;
+        g.x = x;
+        g.y = y;
+        g.m = m;
+        g.n = static_cast<std::int32_t>(pr.n);
+        g.k = static_cast<std::int32_t>(pr.k);
+        g.dtype = DType::kBF16;
+        const double t_gemv = time_graph(stream, calls, [&](int i) {
+          g.w = pool(i);
+          CHECK_CUDA(cachet::kernels::launch_gemv(g, stream));
+        });
+        std::printf("| %s | %d | %lld | %lld | %.1f | %.1f | %.0f | %.1f | %.0f | %.0f%% |\n",
+                    pr.what, m, static_cast<long long>(pr.n), static_cast<long long>(pr.k),
+                    w_bytes / 1e6, t_lt * 1e6, w_bytes / t_lt / 1e9, t_gemv * 1e6,
+                    w_bytes / t_gemv / 1e9, 100.0 * w_bytes / t_gemv / copy_bw);
+        std::fflush(stdout);
+      }
+      CHECK_CUDA(cudaFree(w));
+      CHECK_CUDA(cudaFree(x));
+      CHECK_CUDA(cudaFree(y));
     }
   }
   CHECK_CUDA(cudaStreamDestroy(stream));

@@ -52,9 +52,10 @@ struct EngineConfig {
   bool enable_cuda_graphs = true;
   // CUDA: time cuBLASLt's candidate algorithms for each decode GEMM shape (every batch size
   // a decode graph is captured for) at startup and keep the fastest, instead of cuBLASLt's
-  // heuristic first choice. Adds startup time (six timed runs of up to 8 algorithms per
-  // shape). The choice depends on timings, so two engines (or two runs) may pick different
-  // algorithms and round differently.
+  // heuristic first choice (for 1 to 4 sequences cachet's own GEMV kernel competes too).
+  // Adds startup time (six timed runs of up to 9 candidates per shape). The choice depends
+  // on timings, so two engines (or two runs) may pick different algorithms and round
+  // differently.
   bool cuda_gemm_autotune = false;
   // Longest sequence (prompt + generated) in tokens. 0: the model's
   // max_position_embeddings.

@@ -733,17 +733,19 @@ void CudaBackend::tune_gemms() {
   gemm_->end_tuning();
   for (const auto& r : gemm_->tune_results()) {
     ++plan_.gemm_shapes_tuned;
-    plan_.gemm_shapes_changed += r.chosen != 0;
+    plan_.gemm_shapes_changed += r.chosen != 0 || r.gemv;
+    plan_.gemm_shapes_gemv += r.gemv;
     if (r.heuristic_us >= 0) {  // else the heuristic's choice would not run: nothing to compare
       plan_.gemm_heuristic_us += r.heuristic_us;
       plan_.gemm_tuned_us += r.chosen_us;
     }
   }
   util::logger().info(
-      "cuda backend: GEMM autotuning timed {} decode shapes and changed the algorithm of {}; "
-      "summed over the shapes, {:.1f} us with the heuristic's choices, {:.1f} us tuned",
-      plan_.gemm_shapes_tuned, plan_.gemm_shapes_changed, plan_.gemm_heuristic_us,
-      plan_.gemm_tuned_us);
+      "cuda backend: GEMM autotuning timed {} decode shapes and changed the algorithm of {} "
+      "({} to cachet's GEMV); summed over the shapes, {:.1f} us with cuBLASLt's heuristic "
+      "choices, {:.1f} us tuned",
+      plan_.gemm_shapes_tuned, plan_.gemm_shapes_changed, plan_.gemm_shapes_gemv,
+      plan_.gemm_heuristic_us, plan_.gemm_tuned_us);
 }
 
 void CudaBackend::capture_graphs() {

@@ -29,7 +29,8 @@ struct CudaBackendOptions {
   bool enable_cuda_graphs = true;
   // Time cuBLASLt's candidate algorithms for every decode GEMM shape (the batch sizes the
   // decode graphs are captured for) at startup and keep the fastest, instead of the
-  // heuristic's first choice (see Gemm::begin_tuning).
+  // heuristic's first choice; cachet's GEMV competes for batch sizes up to 4 (see
+  // Gemm::begin_tuning).
   bool gemm_autotune = false;
 };
 
@@ -45,6 +46,7 @@ struct CudaMemoryPlan {
   // sums over the tuned shapes of the heuristic's and the chosen algorithms' times.
   std::int32_t gemm_shapes_tuned = 0;
   std::int32_t gemm_shapes_changed = 0;
+  std::int32_t gemm_shapes_gemv = 0;  // of those changed, to cachet's GEMV (kernels/gemv.h)
   double gemm_heuristic_us = 0;
   double gemm_tuned_us = 0;
 };

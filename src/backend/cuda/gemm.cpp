@@ -3,10 +3,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <memory>
+#include <string>
 #include <type_traits>
 #include <vector>
 
+#include "gemv.h"
 #include "ops.h"
 #include "util/log.h"
 
@@ -35,6 +39,7 @@ struct Gemm::Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  bool gemv = false;  // kernels::launch_gemv instead of cuBLASLt (chosen by autotuning)
   ~Plan() {
     if (a) cublasLtMatrixLayoutDestroy(a);
     if (b) cublasLtMatrixLayoutDestroy(b);
@@ -61,9 +66,7 @@ void Gemm::end_tuning() {
   flush_bytes_ = 0;
 }
 
-double Gemm::time_algo(const Plan& p, const cublasLtMatmulAlgo_t& algo, bool accumulate,
-                       const void* x, const void* w, float* y, cudaStream_t stream) {
-  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+double Gemm::time_op(const std::function<bool()>& launch, cudaStream_t stream) {
   const Event start = make_event(), stop = make_event();
   std::vector<double> us;
   for (int rep = 0; rep <= kTuneReps; ++rep) {
@@ -73,10 +76,7 @@ double Gemm::time_algo(const Plan& p, const cublasLtMatmulAlgo_t& algo, bool acc
     f.sink = workspace_.as<std::uint32_t>();
     check(kernels::launch_l2_flush(f, stream), "L2 flush kernel (GEMM autotuning)");
     check(cudaEventRecord(start.get(), stream), "cudaEventRecord (GEMM autotuning)");
-    const cublasStatus_t st =
-        cublasLtMatmul(handle_.get(), p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &algo,
-                       workspace_.get(), workspace_.bytes(), stream);
-    if (st != CUBLAS_STATUS_SUCCESS) {
+    if (!launch()) {
       // Nothing was launched; make sure the stream is still usable before going on.
       check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (GEMM autotuning)");
       return -1.0;
@@ -89,6 +89,21 @@ double Gemm::time_algo(const Plan& p, const cublasLtMatmulAlgo_t& algo, bool acc
   }
   std::nth_element(us.begin(), us.begin() + us.size() / 2, us.end());
   return us[us.size() / 2];
+}
+
+kernels::GemvParams Gemm::gemv_params(std::int64_t m, std::int64_t n, std::int64_t k, const void* x,
+                                      const void* w, float* y, bool accumulate) const {
+  kernels::GemvParams g;
+  if (m > kernels::kGemvMaxRows || n > INT32_MAX || k > INT32_MAX) return g;  // unsupported
+  g.x = x;
+  g.w = w;
+  g.y = y;
+  g.m = static_cast<std::int32_t>(m);
+  g.n = static_cast<std::int32_t>(n);
+  g.k = static_cast<std::int32_t>(k);
+  g.accumulate = accumulate;
+  g.dtype = fp16_ ? kernels::DType::kFP16 : kernels::DType::kBF16;
+  return g;
 }
 
 const Gemm::Plan& Gemm::plan(std::int64_t m, std::int64_t n, std::int64_t k, bool accumulate,
@@ -140,28 +155,47 @@ const Gemm::Plan& Gemm::plan(std::int64_t m, std::int64_t n, std::int64_t k, boo
                             fp16_ ? "fp16" : "bf16", m, n, k));
   }
   p->algo = results[0].algo;
-  if (tune && found > 1) {
-    TuneResult r{m, n, k, accumulate, 0, 0, -1.0, -1.0};
-    for (int i = 0; i < found; ++i) {
-      if (results[i].state != CUBLAS_STATUS_SUCCESS || results[i].workspaceSize > ws) continue;
-      const double us = time_algo(*p, results[i].algo, accumulate, x, w, y, stream);
+  const kernels::GemvParams gemv = gemv_params(m, n, k, x, w, y, accumulate);
+  const bool gemv_ok = kernels::gemv_supported(gemv);
+  if (tune && (found > 1 || gemv_ok)) {
+    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    TuneResult r{m, n, k, accumulate, 0, 0, false, -1.0, -1.0};
+    // Candidate i < found is cuBLASLt's i-th algorithm; i == found is the GEMV.
+    for (int i = 0; i <= found; ++i) {
+      double us = -1.0;
+      if (i < found) {
+        if (results[i].state != CUBLAS_STATUS_SUCCESS || results[i].workspaceSize > ws) continue;
+        const cublasLtMatmulAlgo_t& algo = results[i].algo;
+        us = time_op(
+            [&] {
+              return cublasLtMatmul(handle_.get(), p->op, &alpha, w, p->a, x, p->b, &beta, y, p->c,
+                                    y, p->c, &algo, workspace_.get(), workspace_.bytes(),
+                                    stream) == CUBLAS_STATUS_SUCCESS;
+            },
+            stream);
+      } else if (gemv_ok) {
+        us = time_op([&] { return kernels::launch_gemv(gemv, stream) == cudaSuccess; }, stream);
+      }
       if (us < 0) continue;
       ++r.candidates;
       if (i == 0) {
         r.heuristic_us = r.chosen_us = us;
       } else if (r.heuristic_us < 0 ? r.chosen_us < 0 || us < r.chosen_us
                                     : us < kTuneMargin * r.chosen_us) {
-        r.chosen = i;
+        if (i < found) r.chosen = i;  // the GEMV (the last candidate) leaves the best cuBLASLt
+        r.gemv = i == found;          // algorithm in place, as the fallback
         r.chosen_us = us;
       }
     }
     if (r.candidates > 0) {
       p->algo = results[r.chosen].algo;
+      p->gemv = r.gemv;
       util::logger().debug(
-          "cuBLASLt autotune M {} N {} K {}{}: algorithm {} of {} timed, {:.1f} us (the "
-          "heuristic's first: {:.1f} us)",
-          m, n, k, accumulate ? " (accumulate)" : "", r.chosen, r.candidates, r.chosen_us,
-          r.heuristic_us);
+          "GEMM autotune M {} N {} K {}{}: {} of {} timed, {:.1f} us (cuBLASLt's heuristic "
+          "first choice: {:.1f} us)",
+          m, n, k, accumulate ? " (accumulate)" : "",
+          r.gemv ? std::string("cachet's GEMV") : fmt::format("cuBLASLt algorithm {}", r.chosen),
+          r.candidates, r.chosen_us, r.heuristic_us);
       tune_results_.push_back(r);
     }
   }
@@ -172,6 +206,15 @@ void Gemm::run(std::int64_t m, std::int64_t n, std::int64_t k, const void* x, co
                float* y, bool accumulate, cudaStream_t stream) {
   if (m == 0 || n == 0) return;
   const Plan& p = plan(m, n, k, accumulate, x, w, y, stream);
+  if (p.gemv) {
+    // Autotuning chose it for this shape. The operands are the backend's fixed, aligned
+    // buffers, so it applies; where it would not, the best cuBLASLt algorithm runs instead.
+    const kernels::GemvParams g = gemv_params(m, n, k, x, w, y, accumulate);
+    if (kernels::gemv_supported(g)) {
+      check(kernels::launch_gemv(g, stream), "GEMV kernel");
+      return;
+    }
+  }
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   check(cublasLtMatmul(handle_.get(), p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo,
                        workspace_.get(), workspace_.bytes(), stream),

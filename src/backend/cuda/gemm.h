@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_util.h"
+#include "gemv.h"
 
 namespace cachet::backend::cuda {
 
@@ -33,8 +35,9 @@ class Gemm {
   // Autotuning. Between begin_tuning and end_tuning, the first run of each new shape (outside
   // stream capture) times up to kTuneCandidates of cuBLASLt's heuristic algorithms on the
   // call's own operands and keeps the fastest; otherwise the heuristic's first choice is
-  // used, as it is outside tuning. Each timed run starts with L2 holding other data: `flush`
-  // (flush_bytes of device memory, only read) is streamed through it first, as the other
+  // used, as it is outside tuning. For M <= kernels::kGemvMaxRows cachet's own GEMV
+  // (kernels/gemv.h) is one more candidate. Each timed run starts with L2 holding other data:
+  // `flush` (flush_bytes of device memory, only read) is streamed through it first, as the other
   // weights are in a real step. Timing runs write y (beta = 1 accumulates into it), so tune
   // on a step whose results are thrown away. Not thread-safe, like run().
   static constexpr int kTuneCandidates = 8;
@@ -43,8 +46,9 @@ class Gemm {
   struct TuneResult {
     std::int64_t m, n, k;
     bool accumulate;
-    int candidates;       // algorithms timed
+    int candidates;       // algorithms timed (cuBLASLt's, plus the GEMV where it applies)
     int chosen;           // index in the heuristic's order; 0 is its first choice
+    bool gemv;            // cachet's GEMV was kept (`chosen`: the best cuBLASLt one)
     double heuristic_us;  // median time of the heuristic's first choice
     double chosen_us;     // median time of the algorithm kept
   };
@@ -55,12 +59,13 @@ class Gemm {
  private:
   struct Plan;
   using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, bool>;
+  kernels::GemvParams gemv_params(std::int64_t m, std::int64_t n, std::int64_t k, const void* x,
+                                  const void* w, float* y, bool accumulate) const;
   const Plan& plan(std::int64_t m, std::int64_t n, std::int64_t k, bool accumulate, const void* x,
                    const void* w, float* y, cudaStream_t stream);
-  // Median microseconds of `algo` on these operands over a few flushed runs; < 0 when
-  // cuBLASLt refuses to run it.
-  double time_algo(const Plan& p, const cublasLtMatmulAlgo_t& algo, bool accumulate, const void* x,
-                   const void* w, float* y, cudaStream_t stream);
+  // Median microseconds of `launch` (which enqueues the product on `stream` and returns
+  // false when it cannot) over a few runs, each after an L2 flush; < 0 when it cannot run.
+  double time_op(const std::function<bool()>& launch, cudaStream_t stream);
 
   bool fp16_;
   std::unique_ptr<std::remove_pointer_t<cublasLtHandle_t>, LtHandleDeleter> handle_;
