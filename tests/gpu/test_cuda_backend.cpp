@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <random>
@@ -211,6 +212,22 @@ std::vector<RequestOutput> gpu_run(const EngineConfig& c,
   return e.generate(prompts, greedy(steps, 2));
 }
 
+// For each batch size n, n random prompts (seeded by seed + n) through engines `a` and `b`:
+// 20 greedy tokens each, equal up to near ties, logprobs within bf16 tolerances.
+void expect_engines_agree(const EngineConfig& a, const EngineConfig& b,
+                          std::initializer_list<int> batch_sizes, int vocab, int seed) {
+  for (int n : batch_sizes) {
+    SCOPED_TRACE(::testing::Message() << n << " sequences");
+    const auto prompts = random_prompts(n, 4, 90, vocab, seed + n);
+    double worst = 0;
+    const int identical =
+        expect_same_up_to_near_ties(gpu_run(a, prompts, 20), gpu_run(b, prompts, 20), kBf16AbsTol,
+                                    kBf16RelTol, kNearTie, &worst);
+    std::cout << "[ info ] " << n << " sequences: " << identical
+              << " identical; worst |logprob delta| " << worst << "\n";
+  }
+}
+
 TEST(CudaBackend, PrefixCacheOnAndOffGiveTheSameGreedyTokens) {
   CACHET_REQUIRE_GPU();
   GpuModel m(model::Arch::kQwen3);
@@ -245,18 +262,9 @@ TEST(CudaBackend, GraphsOnAndOffGiveTheSameGreedyTokens) {
   GpuModel m(model::Arch::kLlama);
   EngineConfig on = m.config(Device::kCuda), off = on;
   off.enable_cuda_graphs = false;
-  // Batch sizes that hit a graph exactly (8) and padded ones (5, 37).
-  for (int n : {1, 5, 8, 37}) {
-    SCOPED_TRACE(::testing::Message() << n << " sequences");
-    const auto prompts = random_prompts(n, 4, 90, m.vocab, 50 + n);
-    double worst = 0;
-    // Graphs pad the batch and fix the split count: other rounding, bf16 tolerances.
-    const int identical =
-        expect_same_up_to_near_ties(gpu_run(off, prompts, 20), gpu_run(on, prompts, 20),
-                                    kBf16AbsTol, kBf16RelTol, kNearTie, &worst);
-    std::cout << "[ info ] " << n << " sequences: " << identical
-              << " identical; worst |logprob delta| " << worst << "\n";
-  }
+  // Batch sizes that hit a graph exactly (8) and padded ones (5, 37). Graphs pad the batch
+  // and fix the split count: other rounding, bf16 tolerances.
+  expect_engines_agree(off, on, {1, 5, 8, 37}, m.vocab, 50);
 }
 
 // On the GPU a request's logits depend on its batch only through rounding (GEMM algorithms
@@ -331,16 +339,7 @@ TEST(CudaBackend, GemmAutotuneGivesTheSameGreedyTokens) {
 
   EngineConfig off = m.config(Device::kCuda), on = off;
   on.cuda_gemm_autotune = true;
-  for (int n : {1, 8, 37}) {
-    SCOPED_TRACE(::testing::Message() << n << " sequences");
-    const auto prompts = random_prompts(n, 4, 90, m.vocab, 60 + n);
-    double worst = 0;
-    const int identical =
-        expect_same_up_to_near_ties(gpu_run(off, prompts, 20), gpu_run(on, prompts, 20),
-                                    kBf16AbsTol, kBf16RelTol, kNearTie, &worst);
-    std::cout << "[ info ] " << n << " sequences: " << identical
-              << " identical; worst |logprob delta| " << worst << "\n";
-  }
+  expect_engines_agree(off, on, {1, 8, 37}, m.vocab, 60);
 #endif
 }
 
