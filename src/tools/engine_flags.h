@@ -23,7 +23,8 @@ struct EngineFlags {
 
 // Registers --model (required) and the engine flags (--device, --threads, --block-size,
 // --kv-cache-mib, --kv-cache-bytes, --num-kv-blocks, --gpu-memory-utilization, --dtype,
-// --no-cuda-graphs, --gemm-autotune, --no-prefix-cache, --schedule, --max-num-seqs, --max-num-batched-tokens,
+// --no-cuda-graphs, --gemm-autotune, --no-prefix-cache, --schedule, --max-num-seqs,
+// --max-num-batched-tokens,
 // --max-model-len, --log-level) on `cmd`, writing into `flags`, which must outlive parsing.
 void add_engine_flags(CLI::App& cmd, EngineFlags& flags);
 

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "support/test_support.h"
 
@@ -13,6 +12,7 @@ namespace {
 using nlohmann::json;
 using testing::cli_path;
 using ::testing::HasSubstr;
+using testing::json_lines;
 using testing::run_command;
 using testing::TempDir;
 
@@ -23,15 +23,6 @@ class CliTest : public ::testing::Test {
     auto r = run_command(
         cli_path() + " make-model --arch qwen3 --preset tiny --seed 5 --out " + model_, true);
     ASSERT_EQ(r.exit_code, 0) << r.output;
-  }
-
-  std::vector<json> json_lines(const std::string& output) {
-    std::vector<json> lines;
-    std::istringstream in(output);
-    std::string line;
-    while (std::getline(in, line))
-      if (!line.empty()) lines.push_back(json::parse(line));
-    return lines;
   }
 
   TempDir dir_;

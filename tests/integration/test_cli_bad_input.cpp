@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "support/test_support.h"
 
@@ -18,12 +17,9 @@ using ::testing::HasSubstr;
 using testing::run_command;
 using testing::TempDir;
 
+// Its runs merge stderr (the log) into the output: only the JSON objects count.
 std::vector<json> json_lines(const std::string& output) {
-  std::vector<json> lines;
-  std::istringstream in(output);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty() && line.front() == '{') lines.push_back(json::parse(line));
-  return lines;
+  return testing::json_lines(output, /*objects_only=*/true);
 }
 
 class CliBadInput : public ::testing::Test {

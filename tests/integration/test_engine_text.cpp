@@ -15,10 +15,12 @@
 #include "cachet/engine.h"
 #include "model/make_model.h"
 #include "support/test_support.h"
+#include "support/tiny_model.h"
 
 namespace cachet {
 namespace {
 
+using testing::greedy;
 using ::testing::HasSubstr;
 
 bool valid_utf8(const std::string& s) {
@@ -57,14 +59,6 @@ class EngineTextTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete engine_;
     delete dir_;
-  }
-
-  static SamplingParams greedy(int n) {
-    SamplingParams p;
-    p.temperature = 0.0f;
-    p.max_tokens = n;
-    p.ignore_eos = true;
-    return p;
   }
 
   // Runs one request through submit(), collecting the streamed pieces.

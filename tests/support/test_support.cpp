@@ -45,6 +45,16 @@ std::filesystem::path test_data_dir() { return CACHET_TEST_DATA_DIR; }
 
 std::string cli_path() { return CACHET_CLI_PATH; }
 
+std::vector<nlohmann::json> json_lines(const std::string& output, bool objects_only) {
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(output);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || (objects_only && line.front() != '{')) continue;
+    lines.push_back(nlohmann::json::parse(line));
+  }
+  return lines;
+}
+
 CommandResult run_command(const std::string& command, bool merge_stderr) {
   CommandResult result;
   std::string full = merge_stderr ? command + " 2>&1" : command;

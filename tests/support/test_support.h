@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "cachet/errors.h"
 #include "model/make_model.h"
@@ -54,5 +56,10 @@ struct CommandResult {
 CommandResult run_command(const std::string& command, bool merge_stderr = false);
 // The built `cachet` executable.
 std::string cli_path();
+
+// The JSON objects of a command's output, one per non-empty line. Every line must be JSON,
+// unless `objects_only`: then lines not starting with '{' (log lines of merged stderr) are
+// skipped.
+std::vector<nlohmann::json> json_lines(const std::string& output, bool objects_only = false);
 
 }  // namespace cachet::testing
