@@ -1,17 +1,20 @@
 #include "kv/block_pool.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <utility>
+
+#include "cachet/errors.h"
 
 namespace cachet::kv {
 namespace {
 
+// A broken bookkeeping rule is a bug in cachet: it fails the engine (Error(kInternal)), never
+// the process that embeds it.
 [[noreturn]] void integrity_failure(const char* what, std::int64_t block) {
-  std::fprintf(stderr, "cachet: KV block pool integrity violated: %s (block %lld)\n", what,
-               static_cast<long long>(block));
-  std::abort();
+  throw Error(ErrorCode::kInternal,
+              fmt::format("KV block pool integrity violated: {} (block {})", what, block));
 }
 
 }  // namespace
@@ -26,17 +29,53 @@ BlockPool::BlockPool(std::int64_t num_blocks, std::int32_t block_size)
     free_.push_back(BlockId{static_cast<std::int32_t>(i)});
 }
 
-std::optional<BlockId> BlockPool::lookup(const BlockHash& hash,
-                                         const std::optional<BlockHash>& parent,
+const BlockPool::Block& BlockPool::at(BlockId id) const {
+  if (id.value < 0 || static_cast<std::size_t>(id.value) >= blocks_.size())
+    integrity_failure("block id out of range", id.value);
+  return blocks_[static_cast<std::size_t>(id.value)];
+}
+
+std::optional<BlockPool::SaltId> BlockPool::find_salt(std::string_view salt) const {
+  auto it = salts_.find(salt);
+  if (it == salts_.end()) return std::nullopt;
+  return SaltId{&it->first};
+}
+
+BlockPool::SaltId BlockPool::use_salt(std::string_view salt) {
+  auto it = salts_.find(salt);
+  if (it == salts_.end()) it = salts_.emplace(std::string(salt), 0).first;
+  ++it->second;
+  return SaltId{&it->first};
+}
+
+void BlockPool::unuse_salt(SaltId id) {
+  auto it = id.name ? salts_.find(*id.name) : salts_.end();
+  if (it == salts_.end() || &it->first != id.name)
+    integrity_failure("a first block's salt is not interned", -1);
+  if (--it->second == 0) salts_.erase(it);
+}
+
+bool BlockPool::same_content(BlockId id, const ChainLink& link,
+                             std::span<const TokenId> tokens) const {
+  const Block& b = at(id);
+  if (link.parent) {
+    const BlockRef* parent = std::get_if<BlockRef>(&b.after);
+    if (parent == nullptr || *parent != *link.parent) return false;
+  } else {
+    const SaltId* salt = std::get_if<SaltId>(&b.after);
+    if (salt == nullptr || find_salt(link.salt) != *salt) return false;
+  }
+  if (tokens.size() != static_cast<std::size_t>(block_size_)) return false;
+  const TokenId* stored = tokens_.data() + static_cast<std::size_t>(id.value) * block_size_;
+  return std::equal(tokens.begin(), tokens.end(), stored);
+}
+
+std::optional<BlockId> BlockPool::lookup(const BlockHash& hash, const ChainLink& link,
                                          std::span<const TokenId> tokens) const {
-  auto it = index_.find(hash);
-  if (it == index_.end()) return std::nullopt;
-  const Block& b = at(it->second);
-  if (b.parent != parent || tokens.size() != static_cast<std::size_t>(block_size_))
-    return std::nullopt;
-  const TokenId* stored = tokens_.data() + static_cast<std::size_t>(it->second.value) * block_size_;
-  if (!std::equal(tokens.begin(), tokens.end(), stored)) return std::nullopt;
-  return it->second;
+  auto [begin, end] = index_.equal_range(hash);
+  for (auto it = begin; it != end; ++it)
+    if (same_content(it->second, link, tokens)) return it->second;
+  return std::nullopt;
 }
 
 std::optional<std::vector<BlockId>> BlockPool::allocate(std::int64_t n) {
@@ -80,28 +119,38 @@ void BlockPool::release(std::span<const BlockId> chain) {
   }
 }
 
-bool BlockPool::register_block(BlockId id, const BlockHash& hash,
-                               const std::optional<BlockHash>& parent,
-                               std::span<const TokenId> tokens) {
+BlockId BlockPool::register_block(BlockId id, const BlockHash& hash, const ChainLink& link,
+                                  std::span<const TokenId> tokens) {
   Block& b = at(id);
   if (b.ref_count <= 0) integrity_failure("registering a block that is not in use", id.value);
   if (b.hash || tokens.size() != static_cast<std::size_t>(block_size_))
     integrity_failure("bad registration", id.value);
-  if (!index_.emplace(hash, id).second) return false;
+  if (link.parent && !at(link.parent->id).hash)
+    integrity_failure("registering a block after an unregistered parent", id.value);
+  if (auto same = lookup(hash, link, tokens)) return *same;
   b.hash = hash;
-  b.parent = parent;
+  if (link.parent)
+    b.after = *link.parent;
+  else
+    b.after = use_salt(link.salt);
   std::copy(tokens.begin(), tokens.end(),
             tokens_.begin() + static_cast<std::ptrdiff_t>(id.value) * block_size_);
-  return true;
+  index_.emplace(hash, id);
+  return id;
 }
 
 void BlockPool::evict(BlockId id) {
   Block& b = at(id);
   lru_remove(id);
   --num_cached_;
-  index_.erase(*b.hash);
+  auto [begin, end] = index_.equal_range(*b.hash);
+  auto it = std::find_if(begin, end, [&](const auto& entry) { return entry.second == id; });
+  if (it == end) integrity_failure("evicting a block missing from the hash index", id.value);
+  index_.erase(it);
+  if (const SaltId* salt = std::get_if<SaltId>(&b.after)) unuse_salt(*salt);
   b.hash.reset();
-  b.parent.reset();
+  b.after = SaltId{};
+  ++b.generation;  // links to what it held no longer match it
   free_.push_back(id);
   if (track_freed_) freed_.push_back(id);
   ++num_evictions_;
@@ -131,6 +180,31 @@ void BlockPool::lru_remove(BlockId id) {
   b.lru_prev = b.lru_next = -1;
 }
 
+// The hash index and the salt table against the blocks' registrations.
+void BlockPool::check_index() const {
+  std::vector<bool> indexed(blocks_.size(), false);
+  for (const auto& [hash, id] : index_) {
+    const Block& b = at(id);
+    if (!b.hash || *b.hash != hash || indexed[static_cast<std::size_t>(id.value)])
+      integrity_failure("hash index entry differs from its block's registration", id.value);
+    indexed[static_cast<std::size_t>(id.value)] = true;
+  }
+  std::unordered_map<const std::string*, std::int64_t> first_blocks;  // salt -> its first blocks
+  for (std::size_t i = 0; i < blocks_.size(); ++i) {
+    const Block& b = blocks_[i];
+    if (b.hash && !indexed[i])
+      integrity_failure("a registered block is missing from the hash index",
+                        static_cast<std::int64_t>(i));
+    if (const SaltId* salt = std::get_if<SaltId>(&b.after); salt && b.hash)
+      ++first_blocks[salt->name];
+  }
+  for (const auto& [salt, uses] : salts_)
+    if (uses <= 0 || first_blocks[&salt] != uses)
+      integrity_failure("a salt's count differs from its first blocks", uses);
+  if (first_blocks.size() != salts_.size())
+    integrity_failure("a first block's salt is not interned", -1);
+}
+
 void BlockPool::check_integrity(std::span<const std::vector<BlockId>* const> tables) const {
   const std::size_t n = blocks_.size();
   std::vector<std::int32_t> refs(n, 0);
@@ -151,7 +225,7 @@ void BlockPool::check_integrity(std::span<const std::vector<BlockId>* const> tab
   std::int64_t lru_count = 0;
   for (std::int32_t i = lru_head_, prev = -1; i >= 0;
        prev = i, i = blocks_[static_cast<std::size_t>(i)].lru_next) {
-    if (seen[static_cast<std::size_t>(i)] != Seen::kNone)
+    if (static_cast<std::size_t>(i) >= n || seen[static_cast<std::size_t>(i)] != Seen::kNone)
       integrity_failure("block both free and in the LRU, or an LRU cycle", i);
     if (blocks_[static_cast<std::size_t>(i)].lru_prev != prev)
       integrity_failure("broken LRU back link", i);
@@ -160,18 +234,11 @@ void BlockPool::check_integrity(std::span<const std::vector<BlockId>* const> tab
   }
   if (lru_count != num_cached_)
     integrity_failure("cached count differs from the LRU length", lru_count);
-  std::size_t registered = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const Block& b = blocks_[i];
     const auto id = static_cast<std::int64_t>(i);
     if (b.ref_count != refs[i])
       integrity_failure("ref count differs from block-table references", id);
-    if (b.hash) {
-      ++registered;
-      auto it = index_.find(*b.hash);
-      if (it == index_.end() || it->second.value != static_cast<std::int32_t>(i))
-        integrity_failure("hash index out of sync", id);
-    }
     const bool is_free = b.ref_count == 0 && !b.hash;
     const bool is_cached = b.ref_count == 0 && b.hash;
     if (is_free != (seen[i] == Seen::kFree))
@@ -179,9 +246,7 @@ void BlockPool::check_integrity(std::span<const std::vector<BlockId>* const> tab
     if (is_cached != (seen[i] == Seen::kLru))
       integrity_failure("cached block not in the LRU (or the reverse)", id);
   }
-  if (registered != index_.size())
-    integrity_failure("hash index holds unregistered blocks",
-                      static_cast<std::int64_t>(index_.size()));
+  check_index();
 }
 
 }  // namespace cachet::kv

@@ -1,17 +1,27 @@
-// The KV-cache blocks' bookkeeping: states, reference counts, content hashes and the LRU of
-// cached blocks nobody references. Free of tensors: the backend owns the memory.
+// The KV-cache blocks' bookkeeping: states, reference counts, content identities and the LRU
+// of cached blocks nobody references. Free of tensors: the backend owns the memory.
 //
 // A block is in exactly one state:
-//   free    ref_count 0, no hash            on the free stack
-//   in use  ref_count >= 1 (hash or not)    in one or more block tables
-//   cached  ref_count 0, hash registered    in the LRU, reusable by a hit, evictable
+//   free    ref_count 0, not registered            on the free stack
+//   in use  ref_count >= 1 (registered or not)     in one or more block tables
+//   cached  ref_count 0, registered                in the LRU, reusable by a hit, evictable
+//
+// A registered block is found by its content hash, but a hash only narrows the search: a
+// hit also needs the block's own tokens and what its K/V was computed after (its link: the
+// very block before it in the chain, or for a first block the cache salt itself) to be
+// equal. So a hash collision, accidental or constructed, can cost a comparison but never
+// serve K/V computed from other tokens.
 #pragma once
 
 #include <compare>
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
+#include <string_view>
 #include <unordered_map>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "cachet/types.h"
@@ -23,6 +33,25 @@ namespace cachet::kv {
 struct BlockId {
   std::int32_t value = 0;
   friend auto operator<=>(BlockId, BlockId) = default;
+};
+
+// A block as a chain link: its id and the generation of its contents. A block's generation
+// advances whenever its registration ends (eviction), so a link to its old contents never
+// matches what it holds next.
+struct BlockRef {
+  BlockId id;
+  std::uint64_t generation = 0;
+  friend bool operator==(const BlockRef&, const BlockRef&) = default;
+};
+
+// What a block's K/V was computed after: the block before it in its chain, or, for the first
+// block of a sequence, nothing but the request's cache salt.
+struct ChainLink {
+  std::optional<BlockRef> parent;  // nullopt: a first block
+  std::string_view salt;           // a first block's cache salt (ignored when parent is set)
+
+  static ChainLink first(std::string_view salt) { return {std::nullopt, salt}; }
+  static ChainLink after(BlockRef parent) { return {parent, {}}; }
 };
 
 class BlockPool {
@@ -40,11 +69,12 @@ class BlockPool {
   std::int32_t ref_count(BlockId id) const { return at(id).ref_count; }
   bool is_cached(BlockId id) const { return at(id).ref_count == 0 && at(id).hash.has_value(); }
   const std::optional<BlockHash>& hash(BlockId id) const { return at(id).hash; }
+  // `id` as a link for the block after it.
+  BlockRef ref_of(BlockId id) const { return {id, at(id).generation}; }
 
-  // The registered block with this hash whose stored tokens equal `tokens` and whose
-  // parent hash equals `parent` (nullopt for a first block): exact, so a hash collision
-  // can never return a block with other contents. Does not change anything.
-  std::optional<BlockId> lookup(const BlockHash& hash, const std::optional<BlockHash>& parent,
+  // The registered block with this hash, these tokens and this link: exact, whatever the
+  // hash. Does not change anything.
+  std::optional<BlockId> lookup(const BlockHash& hash, const ChainLink& link,
                                 std::span<const TokenId> tokens) const;
 
   // `n` blocks with one reference each, taken from the free stack, then by evicting the
@@ -57,10 +87,11 @@ class BlockPool {
   // unreferenced join the LRU's most-recent end when registered (deepest first, so a chain
   // is evicted from its tail) and the free stack otherwise.
   void release(std::span<const BlockId> chain);
-  // Makes an in-use block findable by `hash`. Returns false (and changes nothing) when
-  // another block already holds that hash: the same content computed twice.
-  bool register_block(BlockId id, const BlockHash& hash, const std::optional<BlockHash>& parent,
-                      std::span<const TokenId> tokens);
+  // Makes an in-use block findable by its content: `hash`, `link` and `tokens`. Returns the
+  // block that holds this content in the cache now: `id`, or an identical block (same hash,
+  // tokens and link) registered before it, in which case `id` stays unregistered.
+  BlockId register_block(BlockId id, const BlockHash& hash, const ChainLink& link,
+                         std::span<const TokenId> tokens);
 
   // Debugging aid for poisoned K/V: while on, every block that joins the free stack (a
   // released unregistered block, an evicted one) is also recorded, for take_freed().
@@ -68,26 +99,45 @@ class BlockPool {
   // The blocks freed since the last call (possibly already handed out again), oldest first.
   std::vector<BlockId> take_freed();
 
-  // Aborts with a message unless: every block is in exactly one state, the free stack and
-  // the LRU hold exactly the free and cached blocks, the hash index maps each registered
-  // block's hash to it, and every ref count equals the number of times the block appears
-  // in `tables` (the block tables of all live sequences).
+  // Throws Error(kInternal) naming the broken rule and a block unless: every block is in
+  // exactly one state, the free stack and the LRU hold exactly the free and cached blocks,
+  // the hash index holds exactly the registered blocks under their hashes, every salt is
+  // counted by the first blocks that use it, and every ref count equals the number of times
+  // the block appears in `tables` (the block tables of all live sequences).
   void check_integrity(std::span<const std::vector<BlockId>* const> tables) const;
 
  private:
+  // A registered first block's cache salt: the interned string (its key in salts_, whose
+  // address is stable while any registered first block uses it), compared exactly.
+  struct SaltId {
+    const std::string* name;  // value-initialized (null) in a default Block
+    friend bool operator==(SaltId, SaltId) = default;
+  };
   struct Block {
     std::int32_t ref_count = 0;
-    std::optional<BlockHash> hash;    // registered content hash
-    std::optional<BlockHash> parent;  // hash of the previous block in the chain
-    std::int32_t lru_prev = -1;       // intrusive LRU links (block indices, -1: none)
+    std::uint64_t generation = 0;
+    std::optional<BlockHash> hash;      // set while registered
+    std::variant<SaltId, BlockRef> after;  // what its K/V follows, while registered
+    std::int32_t lru_prev = -1;         // intrusive LRU links (block indices, -1: none)
     std::int32_t lru_next = -1;
   };
+  struct SaltHasher {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
 
-  const Block& at(BlockId id) const { return blocks_.at(static_cast<std::size_t>(id.value)); }
-  Block& at(BlockId id) { return blocks_.at(static_cast<std::size_t>(id.value)); }
+  const Block& at(BlockId id) const;
+  Block& at(BlockId id) { return const_cast<Block&>(std::as_const(*this).at(id)); }
+  bool same_content(BlockId id, const ChainLink& link, std::span<const TokenId> tokens) const;
+  std::optional<SaltId> find_salt(std::string_view salt) const;
+  SaltId use_salt(std::string_view salt);
+  void unuse_salt(SaltId id);
   void lru_push_back(BlockId id);
   void lru_remove(BlockId id);
   void evict(BlockId id);
+  void check_index() const;
 
   std::int32_t block_size_;
   std::vector<Block> blocks_;                   // [num_blocks]
@@ -96,7 +146,10 @@ class BlockPool {
   std::int32_t lru_head_ = -1, lru_tail_ = -1;  // head: least recently used
   std::int64_t num_cached_ = 0;
   std::int64_t num_evictions_ = 0;
-  std::unordered_map<BlockHash, BlockId, BlockHashHasher> index_;
+  // Several blocks may share a hash (a collision): each is told apart by its content.
+  std::unordered_multimap<BlockHash, BlockId, BlockHashHasher> index_;
+  // Salt -> how many registered first blocks use it.
+  std::unordered_map<std::string, std::int64_t, SaltHasher, std::equal_to<>> salts_;
   bool track_freed_ = false;
   std::vector<BlockId> freed_;
 };

@@ -27,9 +27,10 @@ PrefixMatch KvCacheManager::match(const SeqBlocks& seq, std::span<const TokenId>
   for (std::size_t i = 0; i < limit; ++i) {
     auto block = tokens.subspan(i * static_cast<std::size_t>(block_size_),
                                 static_cast<std::size_t>(block_size_));
-    std::optional<BlockHash> parent;
-    if (i > 0) parent = seq.hashes[i - 1];
-    auto id = pool_.lookup(seq.hashes[i], parent, block);
+    // Transitive: block i must have been computed after the very block matched at i - 1.
+    const ChainLink link =
+        i == 0 ? ChainLink::first(seq.salt) : ChainLink::after(pool_.ref_of(m.blocks.back()));
+    auto id = pool_.lookup(seq.hashes[i], link, block);
     if (!id) break;
     m.blocks.push_back(*id);
   }
@@ -75,14 +76,18 @@ void KvCacheManager::commit(SeqBlocks& seq, std::span<const TokenId> tokens,
   const auto full = static_cast<std::int32_t>(
       std::min<std::size_t>(num_computed / block_size_, seq.blocks.size()));
   for (std::int32_t i = seq.num_registered; i < full; ++i) {
-    auto block = tokens.subspan(static_cast<std::size_t>(i) * block_size_,
-                                static_cast<std::size_t>(block_size_));
-    std::optional<BlockHash> parent;
-    if (i > 0) parent = seq.hashes[static_cast<std::size_t>(i - 1)];
-    // A false return means another sequence registered the same content first; this copy
-    // stays private to the sequence and is freed with it.
-    pool_.register_block(seq.blocks[static_cast<std::size_t>(i)],
-                         seq.hashes[static_cast<std::size_t>(i)], parent, block);
+    const auto at = static_cast<std::size_t>(i);
+    auto block = tokens.subspan(at * block_size_, static_cast<std::size_t>(block_size_));
+    const ChainLink link =
+        i == 0 ? ChainLink::first(seq.salt) : ChainLink::after(pool_.ref_of(seq.blocks[at - 1]));
+    BlockId& own = seq.blocks[at];
+    const BlockId held = pool_.register_block(own, seq.hashes[at], link, block);
+    if (held != own) {
+      // Another sequence computed the same content first: share its block, free this copy.
+      pool_.ref(held);
+      pool_.release(std::span<const BlockId>(&own, 1));
+      own = held;
+    }
   }
   seq.num_registered = std::max(seq.num_registered, full);
 }

@@ -2,8 +2,11 @@
 // content hash, and registration of every full block once its K/V is written.
 //
 // One sequence's blocks, in token order:
-//   [0, num_registered)            full, hashed, findable by other requests
+//   [0, num_registered)            full, registered: findable by other requests
 //   [num_registered, blocks.size)  being filled (or full but not yet committed)
+// A committed block whose content another block already holds in the cache (the same
+// prefix computed twice at once) is replaced in the table by that block and freed, so the
+// table's registered part is always registered blocks, each computed after the one before.
 #pragma once
 
 #include <cstdint>
@@ -52,7 +55,8 @@ class KvCacheManager {
   // Grows the table of a sequence to cover `total_tokens`; false and no change if it can't.
   bool grow(SeqBlocks& seq, std::int32_t total_tokens);
   // Registers the blocks that `num_computed` tokens have filled; call after the step that
-  // wrote them, so other requests see only K/V that exists.
+  // wrote them, so other requests see only K/V that exists. A block whose content is already
+  // registered (an identical block, computed at the same time) is swapped for that block.
   void commit(SeqBlocks& seq, std::span<const TokenId> tokens, std::int32_t num_computed);
   // Releases the sequence's blocks: registered ones stay cached, the rest are freed.
   void free(SeqBlocks& seq);

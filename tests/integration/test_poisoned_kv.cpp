@@ -62,7 +62,8 @@ TEST(PoisonedKv, BlockPoolReportsExactlyTheBlocksThatBecomeFree) {
   pool.set_track_freed(true);
   auto blocks = *pool.allocate(3);  // 0 .. 2 in some order
   const std::vector<TokenId> tokens = {1, 2, 3, 4};
-  ASSERT_TRUE(pool.register_block(blocks[0], kv::BlockHash{1, 2}, std::nullopt, tokens));
+  ASSERT_EQ(pool.register_block(blocks[0], kv::BlockHash{1, 2}, kv::ChainLink::first(""), tokens),
+            blocks[0]);
   pool.release(blocks);  // blocks[0] is cached (not free), the other two are free
   auto freed = pool.take_freed();
   ASSERT_EQ(freed.size(), 2u);

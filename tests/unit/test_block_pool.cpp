@@ -1,7 +1,12 @@
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <set>
+#include <string>
 
+#include <gmock/gmock.h>
+
+#include "cachet/errors.h"
 #include "kv/block_pool.h"
 
 namespace cachet::kv {
@@ -13,16 +18,20 @@ std::vector<TokenId> block_tokens(TokenId first) {
   return {first, first + 1, first + 2, first + 3};
 }
 
+// What block i of `chain` follows: the salt "" for the first, else block i - 1.
+ChainLink link_in(const BlockPool& pool, const std::vector<BlockId>& chain, std::size_t i) {
+  return i == 0 ? ChainLink::first("") : ChainLink::after(pool.ref_of(chain[i - 1]));
+}
+
 // Registers `chain` (in use) as a chain of blocks whose tokens start at 100*i.
 std::vector<BlockHash> register_chain(BlockPool& pool, const std::vector<BlockId>& chain,
                                       TokenId base = 0) {
   std::vector<BlockHash> hashes;
   for (std::size_t i = 0; i < chain.size(); ++i) {
     auto tokens = block_tokens(base + 100 * static_cast<TokenId>(i));
-    std::optional<BlockHash> parent;
-    if (i > 0) parent = hashes.back();
-    hashes.push_back(i == 0 ? hash_first_block(tokens, "") : hash_next_block(*parent, tokens));
-    EXPECT_TRUE(pool.register_block(chain[i], hashes.back(), parent, tokens));
+    hashes.push_back(i == 0 ? hash_first_block(tokens, "") : hash_next_block(hashes.back(), tokens));
+    EXPECT_EQ(pool.register_block(chain[i], hashes.back(), link_in(pool, chain, i), tokens),
+              chain[i]);
   }
   return hashes;
 }
@@ -63,13 +72,16 @@ TEST(BlockPool, RegisteredBlocksStayCachedAndAreFoundExactly) {
   EXPECT_EQ(pool.num_cached(), 2);
   EXPECT_EQ(pool.num_free(), 2);
   pool.check_integrity({});
-  EXPECT_EQ(pool.lookup(hashes[0], std::nullopt, block_tokens(0)), chain[0]);
-  EXPECT_EQ(pool.lookup(hashes[1], hashes[0], block_tokens(100)), chain[1]);
-  // The right hash with other tokens or another parent is not a hit: a collision can never
-  // serve wrong K/V.
-  EXPECT_FALSE(pool.lookup(hashes[0], std::nullopt, block_tokens(1)).has_value());
-  EXPECT_FALSE(pool.lookup(hashes[1], std::nullopt, block_tokens(100)).has_value());
-  EXPECT_FALSE(pool.lookup(hashes[1], hashes[1], block_tokens(100)).has_value());
+  const ChainLink after0 = ChainLink::after(pool.ref_of(chain[0]));
+  EXPECT_EQ(pool.lookup(hashes[0], ChainLink::first(""), block_tokens(0)), chain[0]);
+  EXPECT_EQ(pool.lookup(hashes[1], after0, block_tokens(100)), chain[1]);
+  // The right hash with other tokens, another parent or another salt is not a hit: a
+  // collision can never serve wrong K/V.
+  EXPECT_FALSE(pool.lookup(hashes[0], ChainLink::first(""), block_tokens(1)).has_value());
+  EXPECT_FALSE(pool.lookup(hashes[0], ChainLink::first("s"), block_tokens(0)).has_value());
+  EXPECT_FALSE(pool.lookup(hashes[1], ChainLink::first(""), block_tokens(100)).has_value());
+  EXPECT_FALSE(
+      pool.lookup(hashes[1], ChainLink::after(pool.ref_of(chain[1])), block_tokens(100)).has_value());
   // A hit takes the block out of the LRU.
   pool.ref(chain[0]);
   EXPECT_EQ(pool.num_cached(), 1);
@@ -84,8 +96,10 @@ TEST(BlockPool, DuplicateContentIsNotRegisteredTwice) {
   auto a = *pool.allocate(1);
   auto b = *pool.allocate(1);
   auto h = hash_first_block(block_tokens(0), "");
-  EXPECT_TRUE(pool.register_block(a[0], h, std::nullopt, block_tokens(0)));
-  EXPECT_FALSE(pool.register_block(b[0], h, std::nullopt, block_tokens(0)));
+  EXPECT_EQ(pool.register_block(a[0], h, ChainLink::first(""), block_tokens(0)), a[0]);
+  // The same content again: the block registered first is the one that holds it.
+  EXPECT_EQ(pool.register_block(b[0], h, ChainLink::first(""), block_tokens(0)), a[0]);
+  EXPECT_FALSE(pool.hash(b[0]).has_value());
   pool.release(b);
   EXPECT_EQ(pool.num_free(), 3);  // the unregistered copy is simply freed
 }
@@ -127,17 +141,33 @@ TEST(BlockPool, AHitRefreshesRecency) {
   EXPECT_TRUE(pool.hash(a[0]).has_value());
 }
 
-TEST(BlockPoolDeathTest, DoubleReleaseAborts) {
+// A broken rule is an Error(kInternal) for the engine to report, never an abort of the
+// process (it used to abort).
+void expect_integrity_error(const std::function<void()>& f, const std::string& what) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected: " << what;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInternal);
+    EXPECT_THAT(e.what(), ::testing::HasSubstr(what));
+  }
+}
+
+TEST(BlockPoolIntegrity, DoubleReleaseThrows) {
   BlockPool pool(2, kBlockSize);
   auto a = pool.allocate(1);
   pool.release(*a);
-  EXPECT_DEATH(pool.release(*a), "integrity");
+  expect_integrity_error([&] { pool.release(*a); }, "release of an unreferenced block");
 }
 
-TEST(BlockPoolDeathTest, IntegrityCheckCatchesAMissingTableReference) {
-  BlockPool pool(2, kBlockSize);
-  auto a = pool.allocate(1);
-  EXPECT_DEATH(pool.check_integrity({}), "ref count differs");
+TEST(BlockPoolIntegrity, CheckCatchesAMissingAndAnExtraTableReference) {
+  BlockPool pool(4, kBlockSize);
+  auto a = *pool.allocate(2);
+  expect_integrity_error([&] { pool.check_integrity({}); }, "ref count differs");
+  pool.ref(a[0]);  // a reference no block table holds
+  expect_integrity_error(
+      [&] { pool.check_integrity(std::vector<const std::vector<BlockId>*>{&a}); },
+      "ref count differs from block-table references (block ");
 }
 
 TEST(BlockHash, SaltAndContentsAreDomainSeparated) {
@@ -151,6 +181,67 @@ TEST(BlockHash, SaltAndContentsAreDomainSeparated) {
   std::vector<TokenId> one = {1};
   std::string salt(reinterpret_cast<const char*>(one.data()), sizeof(TokenId));
   EXPECT_NE(hash_first_block({}, salt), hash_first_block(one, ""));
+}
+
+}  // namespace
+}  // namespace cachet::kv
+
+namespace cachet::kv {
+namespace {
+
+// First blocks X and Y with the same hash H (a collision), Y registered first, then X's
+// child Z: a request [Y, Z] must not get Z, whose K/V attended to X. Before the fix, Z was
+// registered under its parent's hash and found after Y.
+TEST(BlockPoolCollision, AChildIsFoundOnlyAfterTheVeryBlockItWasComputedAfter) {
+  BlockPool pool(4, kBlockSize);
+  auto ids = *pool.allocate(3);
+  const BlockId y = ids[0], x = ids[1], z = ids[2];
+  const BlockHash h{7, 7}, hz{9, 9};
+  ASSERT_EQ(pool.register_block(y, h, ChainLink::first(""), block_tokens(10)), y);
+  ASSERT_EQ(pool.register_block(x, h, ChainLink::first(""), block_tokens(20)), x);  // both held
+  ASSERT_EQ(pool.register_block(z, hz, ChainLink::after(pool.ref_of(x)), block_tokens(30)), z);
+  pool.check_integrity(std::vector<const std::vector<BlockId>*>{&ids});
+  EXPECT_EQ(pool.lookup(h, ChainLink::first(""), block_tokens(10)), y);
+  EXPECT_EQ(pool.lookup(h, ChainLink::first(""), block_tokens(20)), x);
+  EXPECT_FALSE(pool.lookup(hz, ChainLink::after(pool.ref_of(y)), block_tokens(30)).has_value())
+      << "Z attended to X, not Y";
+  EXPECT_EQ(pool.lookup(hz, ChainLink::after(pool.ref_of(x)), block_tokens(30)), z);
+}
+
+// A block's link names its parent's contents, not its slot: once the parent is evicted and
+// the slot holds something else, the child no longer matches after it.
+TEST(BlockPoolCollision, AChildOfAnEvictedParentNeverMatchesTheSlotsNextContents) {
+  BlockPool pool(2, kBlockSize);
+  auto chain = *pool.allocate(2);
+  register_chain(pool, chain);
+  const BlockRef old_parent = pool.ref_of(chain[0]);
+  pool.release(std::vector<BlockId>{chain[0]});  // the parent alone becomes evictable
+  auto reused = *pool.allocate(1);               // evicts it
+  ASSERT_EQ(reused[0], chain[0]);
+  const auto h0 = hash_first_block(block_tokens(0), "");
+  ASSERT_EQ(pool.register_block(reused[0], h0, ChainLink::first(""), block_tokens(0)), reused[0]);
+  EXPECT_NE(pool.ref_of(reused[0]), old_parent);
+  const auto h1 = hash_next_block(h0, block_tokens(100));
+  EXPECT_FALSE(
+      pool.lookup(h1, ChainLink::after(pool.ref_of(reused[0])), block_tokens(100)).has_value());
+}
+
+// The salt is compared itself, not through the first block's hash.
+TEST(BlockPoolCollision, AFirstBlockIsFoundOnlyUnderItsOwnSalt) {
+  BlockPool pool(3, kBlockSize);
+  auto ids = *pool.allocate(2);
+  const BlockHash h{5, 5};  // the same hash under two salts: a forged collision
+  ASSERT_EQ(pool.register_block(ids[0], h, ChainLink::first("tenant-a"), block_tokens(0)), ids[0]);
+  EXPECT_EQ(pool.lookup(h, ChainLink::first("tenant-a"), block_tokens(0)), ids[0]);
+  EXPECT_FALSE(pool.lookup(h, ChainLink::first("tenant-b"), block_tokens(0)).has_value());
+  EXPECT_FALSE(pool.lookup(h, ChainLink::first(""), block_tokens(0)).has_value());
+  ASSERT_EQ(pool.register_block(ids[1], h, ChainLink::first("tenant-b"), block_tokens(0)), ids[1]);
+  EXPECT_EQ(pool.lookup(h, ChainLink::first("tenant-b"), block_tokens(0)), ids[1]);
+  pool.release(ids);
+  pool.check_integrity({});
+  auto all = *pool.allocate(3);  // evicts both: their salts are forgotten with them
+  pool.check_integrity(std::vector<const std::vector<BlockId>*>{&all});
+  EXPECT_FALSE(pool.lookup(h, ChainLink::first("tenant-a"), block_tokens(0)).has_value());
 }
 
 }  // namespace

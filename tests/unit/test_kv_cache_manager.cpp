@@ -335,16 +335,25 @@ class ManagerFuzz {
       expect_new[b] =
           kv_.caching_enabled() && !model_.contains(key_of(s->kv.salt, s->tokens, b + 1, bs_));
     }
+    const std::vector<BlockId> table_before = s->kv.blocks;
     kv_.commit(s->kv, s->tokens, n);
     s->computed = n;
     for (std::size_t b = 0; b < s->kv.blocks.size(); ++b) {
+      const Key key = key_of(s->kv.salt, s->tokens, b + 1, bs_);
+      if (s->kv.blocks[b] != table_before[b]) {
+        // A duplicate: the table now holds the block registered with this content.
+        ASSERT_TRUE(b >= static_cast<std::size_t>(old_registered) && b < full && !expect_new[b])
+            << "table entry " << b << " was swapped but is not a duplicate";
+        ASSERT_EQ(model_.registered(s->kv.blocks[b]), key) << "swapped for other content";
+        model_.on_ref(s->kv.blocks[b]);
+        ++stats_.duplicates;
+        continue;
+      }
       const bool is_new = !had_hash[b] && kv_.pool().hash(s->kv.blocks[b]).has_value();
       ASSERT_EQ(is_new, expect_new[b]) << "block index " << b << " of the table";
       if (is_new) {
-        model_.on_registered(s->kv.blocks[b], key_of(s->kv.salt, s->tokens, b + 1, bs_));
+        model_.on_registered(s->kv.blocks[b], key);
         ++stats_.registered;
-      } else if (b >= static_cast<std::size_t>(old_registered) && b < full) {
-        ++stats_.duplicates;
       }
     }
     if (kv_.caching_enabled()) {
@@ -494,22 +503,28 @@ TEST(KvCacheManagerLru, AHitMakesTheWholeMatchedChainMostRecent) {
   for (std::size_t k = 0; k < expected.size(); ++k) EXPECT_EQ(evict_one(kv, sink), expected[k]);
 }
 
-TEST(KvCacheManagerLru, PartialAndDuplicateBlocksAreFreedNotCached) {
+TEST(KvCacheManagerLru, PartialBlocksAreFreedAndADuplicateIsSwappedForTheCachedBlock) {
   constexpr std::int32_t kBs = 4;
   KvCacheManager kv(8, kBs, true);
   // Two sequences admitted before either commits compute the same full block twice: the
-  // second copy cannot be registered and, like a partial block, is freed on release.
+  // second commit finds the first's block holding that content, takes it into its table and
+  // frees its own copy; partial blocks are freed on release.
   const auto t = counting(6, 0);
   SeqBlocks a, b;
   kv.update_hashes(a, t);
   kv.update_hashes(b, t);
   ASSERT_TRUE(kv.admit(a, kv.match(a, t, 6), 6));
   ASSERT_TRUE(kv.admit(b, kv.match(b, t, 6), 6));
+  const BlockId b_copy = b.blocks[0];
   kv.commit(a, t, 6);
   kv.commit(b, t, 6);
   EXPECT_TRUE(kv.pool().hash(a.blocks[0]).has_value());
-  EXPECT_FALSE(kv.pool().hash(b.blocks[0]).has_value());
-  EXPECT_EQ(b.num_registered, 1);  // passed over, never retried
+  EXPECT_EQ(b.blocks[0], a.blocks[0]);
+  EXPECT_EQ(kv.pool().ref_count(a.blocks[0]), 2);
+  EXPECT_FALSE(kv.pool().hash(b_copy).has_value());
+  EXPECT_EQ(b.num_registered, 1);  // registered: the table's block is the registered one
+  EXPECT_EQ(kv.pool().num_free(), 5);
+  kv.check_integrity(Tables{&a.blocks, &b.blocks});
   kv.free(b);
   EXPECT_EQ(kv.pool().num_cached(), 0);
   EXPECT_EQ(kv.pool().num_free(), 6);
@@ -554,16 +569,18 @@ TEST(KvCacheManagerCollision, AForgedHashWithOtherContentNeverHits) {
   kv.free(owner);
   const BlockPool& pool = kv.pool();
   const std::span<const TokenId> all(t);
+  const auto first = kv::ChainLink::first("");
+  const auto after = [&](BlockId id) { return kv::ChainLink::after(pool.ref_of(id)); };
   // Right hash and parent: hit. Right hash, other tokens or another parent: no hit.
-  EXPECT_EQ(pool.lookup(hashes[1], hashes[0], all.subspan(4, 4)), blocks[1]);
+  EXPECT_EQ(pool.lookup(hashes[1], after(blocks[0]), all.subspan(4, 4)), blocks[1]);
   auto other = counting(4, 4);
   other[3] = 999;
-  EXPECT_FALSE(pool.lookup(hashes[1], hashes[0], other).has_value());
-  EXPECT_FALSE(pool.lookup(hashes[1], hashes[2], all.subspan(4, 4)).has_value());
-  EXPECT_FALSE(pool.lookup(hashes[1], std::nullopt, all.subspan(4, 4)).has_value());
-  EXPECT_FALSE(pool.lookup(hashes[0], hashes[0], all.first(4)).has_value());
-  EXPECT_FALSE(pool.lookup(hashes[0], std::nullopt, all.subspan(1, 4)).has_value());
-  EXPECT_FALSE(pool.lookup(hashes[0], std::nullopt, all.first(3)).has_value());  // short block
+  EXPECT_FALSE(pool.lookup(hashes[1], after(blocks[0]), other).has_value());
+  EXPECT_FALSE(pool.lookup(hashes[1], after(blocks[2]), all.subspan(4, 4)).has_value());
+  EXPECT_FALSE(pool.lookup(hashes[1], first, all.subspan(4, 4)).has_value());
+  EXPECT_FALSE(pool.lookup(hashes[0], after(blocks[0]), all.first(4)).has_value());
+  EXPECT_FALSE(pool.lookup(hashes[0], first, all.subspan(1, 4)).has_value());
+  EXPECT_FALSE(pool.lookup(hashes[0], first, all.first(3)).has_value());  // short block
   // Through the manager: a sequence whose hashes collide with the owner's (forged) but whose
   // tokens differ in block 1 gets block 0 only; differing in block 0, nothing.
   auto t1 = t;
@@ -575,6 +592,32 @@ TEST(KvCacheManagerCollision, AForgedHashWithOtherContentNeverHits) {
   t0[0] = 777;
   EXPECT_TRUE(kv.match(forged, t0, 12).blocks.empty());
   kv.check_integrity(Tables{});
+}
+
+// First blocks X and Y with the same hash H (forged), Y registered first, then X's child Z:
+// a request [Y, Z] must not get Z, whose K/V attended to X. Before the fix, X's refused
+// registration was passed over and Z registered under H, so the request matched [Y, Z].
+TEST(KvCacheManagerCollision, AChildIsNeverServedAfterACollidingParent) {
+  constexpr std::int32_t kBs = 4;
+  KvCacheManager kv(16, kBs, true);
+  const auto ty = counting(4, 0), tx = counting(4, 100), tz = counting(4, 200);
+  const BlockHash h{7, 7}, hz{9, 9};
+  auto commit_forged = [&](std::vector<TokenId> t, std::vector<BlockHash> hashes) {
+    SeqBlocks s;
+    s.hashes = std::move(hashes);
+    EXPECT_TRUE(kv.admit(s, {}, static_cast<std::int32_t>(t.size())));
+    kv.commit(s, t, static_cast<std::int32_t>(t.size()));
+    return s;
+  };
+  SeqBlocks y = commit_forged(ty, {h});
+  auto x_then_z = tx;
+  x_then_z.insert(x_then_z.end(), tz.begin(), tz.end());
+  SeqBlocks x = commit_forged(x_then_z, {h, hz});
+  auto y_then_z = ty;
+  y_then_z.insert(y_then_z.end(), tz.begin(), tz.end());
+  SeqBlocks request;
+  request.hashes = {h, hz};
+  EXPECT_EQ(kv.match(request, y_then_z, 8).blocks, std::vector<BlockId>{y.blocks[0]});
 }
 
 TEST(KvCacheManagerFailure, FailedAdmitWithCachedMatchLeavesEverythingAsItWas) {
