@@ -4,7 +4,7 @@
 # clang and its libFuzzer runtime, for the fuzz preset (scripts/fuzz.sh).
 set -euo pipefail
 PACKAGES=(g++ cmake ninja-build ccache pkg-config
-          libfmt-dev libspdlog-dev nlohmann-json3-dev libxxhash-dev libpcre2-dev libutf8proc-dev
+          libfmt-dev nlohmann-json3-dev libxxhash-dev libpcre2-dev libutf8proc-dev
           libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev)
 if [ "${1:-}" = "fuzz" ]; then PACKAGES+=(clang libclang-rt-14-dev); fi
 missing=()

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 
 #include "cachet/types.h"
 
@@ -21,6 +23,14 @@ enum class ComputeDType {
   kBFloat16,
   kFloat16,
 };
+
+// Severity of a message of the library's logger.
+enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError, kOff };
+
+// Receives each message an engine logs at or above EngineConfig::log_level, from whichever
+// thread logs it (the engine's thread or a caller's), one call per message, without a
+// trailing newline. It must not call back into the engine that logs.
+using LogSink = std::function<void(LogLevel level, std::string_view message)>;
 
 // Options for building an Engine. Zero means "choose for me" where a field says so;
 // Engine::info() reports the values actually chosen.
@@ -42,6 +52,9 @@ struct EngineConfig {
   // Memory budget for the KV cache in bytes when num_kv_blocks is 0. 0: the backend's
   // default, 512 MiB on the CPU and, on a GPU, what `gpu_memory_utilization` leaves.
   std::int64_t kv_cache_bytes = 0;
+  // CUDA: which device (an index as CUDA_VISIBLE_DEVICES leaves them). The engine uses it on
+  // its own thread and leaves the calling thread's current device as it was.
+  std::int32_t cuda_device = 0;
   // CUDA: the fraction of the GPU's total memory the engine may use (weights, activation
   // workspace, CUDA graphs and the KV cache); the KV cache gets what the rest leaves. Used
   // when num_kv_blocks and kv_cache_bytes are both 0.
@@ -65,14 +78,24 @@ struct EngineConfig {
   // At most this many tokens (prefill + decode) in one step; long prompts are prefilled
   // in chunks of at most this size.
   std::int32_t max_num_batched_tokens = 2048;
-  // CPU worker threads, at most 1024. 0: std::thread::hardware_concurrency().
+  // CPU worker threads, at most 1024. 0: the CPUs this process may use (its affinity mask,
+  // capped by a cgroup CPU quota such as a container's --cpus).
   std::int32_t num_threads = 0;
   // Debugging aid (slow): fill fresh KV blocks and every block returned to the free list
   // (freed or evicted) with NaN, and fail a step whose logits are not finite, so that any
   // read of K/V the block table does not vouch for fails loudly. On in cachet's tests.
   bool debug_poison_kv = false;
-  // Log level of the library's logger: "trace", "debug", "info", "warn", "error", "off".
-  std::string log_level = "warn";
+  // Check the KV block accounting after every step (every block free, cached or referenced
+  // exactly as the block tables say; the hash index and salts consistent). A violation is a
+  // bug in cachet: the engine then fails (Engine::health()) instead of computing on corrupt
+  // state. Costs about 7 ns per KV block per step (docs/benchmarks.md): negligible on the
+  // CPU backend, up to a few percent of a GPU decode step with tens of thousands of blocks.
+  bool check_kv_integrity = false;
+  // This engine's log messages at or above this level go to `log_sink`. Each engine has its
+  // own logger; nothing process-wide is changed.
+  LogLevel log_level = LogLevel::kWarn;
+  // Where this engine's log messages go; empty: standard error, as "[cachet W] message".
+  LogSink log_sink;
 };
 
 }  // namespace cachet

@@ -9,6 +9,19 @@
 //
 // Every call is thread-safe. A background thread runs the engine's steps; generate() and
 // submit() from any number of threads are batched together.
+//
+// The engine never takes its host process down: a bad request fails alone, and a bug or a
+// device fault on the engine's thread (a broken KV-cache invariant, an unexpected exception,
+// a sticky CUDA error) puts the engine in a failed state instead: every live request gets
+// its final update with FinishReason::kError and the reason, later submit() and generate()
+// throw Error(ErrorCode::kEngineFailed), and health() says why. Build a new Engine to go on.
+//
+// Callbacks run on the engine's own thread, one at a time. Inside one, you may call
+// submit(), abort(), stats(), health(), info() and tokenizer(), and destroy the Engine (it
+// then finishes shutting down once the callback returns; don't touch it afterwards).
+// generate() there throws Error(kInvalidArgument): it would wait for the thread running it.
+// A callback that throws is logged and otherwise ignored. A slow callback delays every
+// request of the engine.
 #pragma once
 
 #include <cstdint>
@@ -23,8 +36,13 @@
 #include "cachet/sampling.h"
 #include "cachet/tokenizer.h"
 #include "cachet/types.h"
+#include "cachet/version.h"
 
 namespace cachet {
+
+namespace engine {
+struct EngineTestAccess;  // test hooks (fault injection); not part of the API
+}
 
 // One token with its log-probability.
 struct TokenLogprob {
@@ -87,7 +105,7 @@ struct RequestUpdate {
   const RequestOutput* output = nullptr;
 };
 
-// Called on the engine's thread. Keep it short; it may call submit() and abort().
+// Called on the engine's thread (see the rules at the top of this file). Keep it short.
 using RequestCallback = std::function<void(const RequestUpdate&)>;
 
 // Counters since the engine was built, and the state of its KV cache now.
@@ -110,10 +128,18 @@ struct EngineStats {
   std::int64_t num_steps = 0;
   std::int64_t num_finished = 0;
   // KV block-accounting checks run (every block free, cached or referenced exactly as the
-  // block tables say; a failed one aborts the process): one after every step in builds with
-  // CACHET_CHECKS (the default; the release preset turns it off), else 0. Equal to num_steps
-  // unless a step ran no forward pass (one that only failed unservable requests).
+  // block tables say; a failed one fails the engine): one after every step with
+  // EngineConfig::check_kv_integrity, else 0. Equal to num_steps unless a step ran no
+  // forward pass (one that only failed unservable requests).
   std::int64_t integrity_checks = 0;
+};
+
+// Whether an engine can still run requests.
+struct EngineHealth {
+  bool ok = true;
+  // Why the engine failed when !ok, e.g. "engine failed: KV block pool integrity violated:
+  // ref count differs from block-table references (block 7)".
+  std::string error;
 };
 
 // Facts about a built engine: the values actually chosen.
@@ -133,10 +159,12 @@ struct EngineInfo {
   bool prefix_caching = true;
 };
 
-class Engine {
+class CACHET_API Engine {
  public:
   // Loads the model and allocates the KV cache. Throws cachet::Error.
   explicit Engine(const EngineConfig& config);
+  // Ends every live request with FinishReason::kAborted (each callback gets its final
+  // update) and stops the engine's thread. Never throws; may be called from a callback.
   ~Engine();
   // Every call on a moved-from Engine throws Error(kUnavailable).
   Engine(Engine&&) noexcept;
@@ -149,7 +177,7 @@ class Engine {
   // thread or other requests. `callback` receives its tokens as they come and a final
   // update (finished) exactly once: with FinishReason::kError for a bad request (a prompt
   // that cannot be tokenized included), kAborted when aborted or when the engine is
-  // destroyed first. Thread-safe.
+  // destroyed first. Thread-safe. Throws Error(kEngineFailed) once the engine has failed.
   RequestId submit(Request request, RequestCallback callback);
   // Cancels a request; its final update follows on the engine's thread. False when the id
   // is unknown or the request has already finished. True means the request was still live,
@@ -159,7 +187,9 @@ class Engine {
 
   // Runs every request to completion, batched together with whatever else is running,
   // and returns one output per request in input order. A bad request fails alone
-  // (FinishReason::kError). Thread-safe; built on submit().
+  // (FinishReason::kError). Thread-safe; built on submit(). Throws Error(kEngineFailed)
+  // once the engine has failed (requests in flight when it fails come back kError), and
+  // Error(kInvalidArgument) when called from a callback.
   std::vector<RequestOutput> generate(const std::vector<Request>& requests);
   // The same sampling parameters for every prompt.
   std::vector<RequestOutput> generate(const std::vector<std::vector<TokenId>>& prompts,
@@ -167,11 +197,15 @@ class Engine {
 
   const EngineInfo& info() const;
   EngineStats stats() const;
+  // ok until the engine fails; then why (see the top of this file).
+  EngineHealth health() const;
   // The model directory's tokenizer, or nullptr when it has no tokenizer.json.
   const Tokenizer* tokenizer() const;
 
  private:
-  struct Impl;
+  struct CACHET_HIDDEN Impl;
+  friend struct engine::EngineTestAccess;
+  explicit Engine(std::unique_ptr<Impl> impl);
   // impl_, or Error(kUnavailable) naming `method` when this Engine was moved from.
   Impl& checked_impl(const char* method) const;
   std::unique_ptr<Impl> impl_;

@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "cachet/export.h"
+
 namespace cachet {
 
 enum class ErrorCode {
@@ -19,9 +21,10 @@ enum class ErrorCode {
   kOutOfMemory,      // the KV cache or a buffer does not fit
   kUnavailable,      // a requested device/backend is not available
   kInternal,         // a bug in cachet
+  kEngineFailed,     // the engine has failed (Engine::health() says why) and runs nothing more
 };
 
-class Error : public std::runtime_error {
+class CACHET_API Error : public std::runtime_error {
  public:
   Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
   ErrorCode code() const noexcept { return code_; }

@@ -30,7 +30,7 @@
 
 namespace cachet {
 
-class Tokenizer {
+class CACHET_API Tokenizer {
  public:
   // `path` is a tokenizer.json file or a directory holding one. Next to it, when present,
   // tokenizer_config.json gives bos_token/eos_token/add_bos_token and generation_config.json
@@ -75,7 +75,7 @@ class Tokenizer {
   // add_special_tokens follows the tokenizer.json post-processor, as Hugging Face does.
   bool add_bos_token() const;
 
-  struct Impl;
+  struct CACHET_HIDDEN Impl;
 
  private:
   explicit Tokenizer(std::shared_ptr<const Impl> impl);
@@ -91,7 +91,7 @@ class Tokenizer {
 // is held until a token that is not a byte ends it, since one invalid byte turns the whole
 // run into U+FFFD.) Not thread-safe;
 // use one per stream. It keeps its own reference to the tokenizer's state.
-class StreamDecoder {
+class CACHET_API StreamDecoder {
  public:
   StreamDecoder(const Tokenizer& tokenizer, bool skip_special_tokens);
 

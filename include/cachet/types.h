@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "cachet/export.h"
+
 namespace cachet {
 
 // A token id of the model's vocabulary.
@@ -25,7 +27,7 @@ enum class FinishReason {
 };
 
 // "length", "stop", "error", "abort" (the names vLLM uses).
-std::string_view to_string(FinishReason reason);
-std::string_view to_string(Device device);
+CACHET_API std::string_view to_string(FinishReason reason);
+CACHET_API std::string_view to_string(Device device);
 
 }  // namespace cachet

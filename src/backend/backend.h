@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cachet/errors.h"
 #include "cachet/types.h"
 
 namespace cachet::backend {
@@ -64,6 +65,14 @@ struct SampledToken {
   float logprob = 0.0f;          // log_softmax(logits)[token] when num_logprobs >= 0
   std::vector<TokenId> top_ids;  // the top num_logprobs, descending, ties lower id first
   std::vector<float> top_logprobs;
+};
+
+// A backend failure after which the backend cannot run anything more (a sticky CUDA error:
+// an illegal address, a kernel fault, an uncorrectable ECC error). The engine then fails as
+// a whole (Engine::health()) instead of failing only the requests of the step.
+class FatalBackendError : public Error {
+ public:
+  using Error::Error;
 };
 
 class Backend {

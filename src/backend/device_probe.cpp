@@ -1,12 +1,14 @@
 #include "backend/device_probe.h"
 
+#include <string>
+
 #if defined(CACHET_WITH_CUDA)
 #include <cuda_runtime_api.h>
 #endif
 
 namespace cachet::backend {
 
-CudaProbe probe_cuda() {
+CudaProbe probe_cuda(int device) {
   CudaProbe probe;
 #if defined(CACHET_WITH_CUDA)
   probe.built_with_cuda = true;
@@ -22,9 +24,15 @@ CudaProbe probe_cuda() {
     probe.problem = "no CUDA device visible";
     return probe;
   }
+  if (device < 0 || device >= count) {
+    probe.problem = "CUDA device " + std::to_string(device) + " requested; " +
+                    std::to_string(count) + " visible";
+    return probe;
+  }
   cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) probe.device_name = prop.name;
+  if (cudaGetDeviceProperties(&prop, device) == cudaSuccess) probe.device_name = prop.name;
 #else
+  (void)device;
   probe.problem = "cachet was built without CUDA (CACHET_CUDA=OFF or no nvcc at build time)";
 #endif
   return probe;

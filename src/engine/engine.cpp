@@ -1,103 +1,25 @@
-// Engine: builds the model and its KV cache, then runs batches of requests to completion.
+// Engine: the thread that runs an EngineCore's steps, the requests' way in (submit, abort,
+// generate) and their updates' way out (the callbacks), and the engine's failed state.
 #include "cachet/engine.h"
 
 #include <fmt/format.h>
 
-#include <algorithm>
-#include <bit>
 #include <condition_variable>
-#include <filesystem>
-#include <fstream>
+#include <future>
 #include <mutex>
-#include <nlohmann/json.hpp>
-#include <sstream>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 
-#include "backend/cpu/cpu_backend.h"
-#include "backend/device_probe.h"
-#if defined(CACHET_WITH_CUDA)
-#include "backend/cuda/cuda_backend.h"
-#endif
 #include "engine/engine_core.h"
-#include "model/model_config.h"
-#include "model/weights.h"
-#include "util/json_depth.h"
+#include "engine/engine_setup.h"
+#include "engine/engine_testing.h"
 #include "util/log.h"
 
 namespace cachet {
-namespace {
-
-namespace fs = std::filesystem;
-
-constexpr std::int32_t kMaxThreads = 1024;
-
-void check_config(const EngineConfig& c) {
-  auto bad = [](const std::string& msg) {
-    throw Error(ErrorCode::kInvalidArgument, "EngineConfig: " + msg);
-  };
-  if (c.model_dir.empty()) bad("model_dir is empty");
-  if (c.block_size < 1 || c.block_size > 256 ||
-      !std::has_single_bit(static_cast<unsigned>(c.block_size)))
-    bad(fmt::format("block_size must be a power of two in [1, 256], got {}", c.block_size));
-  if (c.num_kv_blocks < 0) bad(fmt::format("num_kv_blocks must be >= 0, got {}", c.num_kv_blocks));
-  if (c.kv_cache_bytes < 0)
-    bad(fmt::format("kv_cache_bytes must be >= 0 (0: the backend's default), got {}",
-                    c.kv_cache_bytes));
-  if (!(c.gpu_memory_utilization > 0 && c.gpu_memory_utilization <= 1))
-    bad(fmt::format("gpu_memory_utilization must be in (0, 1], got {}", c.gpu_memory_utilization));
-  if (c.max_model_len < 0) bad(fmt::format("max_model_len must be >= 0, got {}", c.max_model_len));
-  if (c.max_num_seqs < 1) bad(fmt::format("max_num_seqs must be >= 1, got {}", c.max_num_seqs));
-  if (c.max_num_batched_tokens < 1)
-    bad(fmt::format("max_num_batched_tokens must be >= 1, got {}", c.max_num_batched_tokens));
-  // Far more threads than any machine has cores would only exhaust the process's threads.
-  if (c.num_threads < 0 || c.num_threads > kMaxThreads)
-    bad(fmt::format("num_threads must be in [0, {}] (0: one per core), got {}", kMaxThreads,
-                    c.num_threads));
-  if (!util::set_log_level(c.log_level)) bad(fmt::format("unknown log_level '{}'", c.log_level));
-}
-
-// EOS ids of generation_config.json (which chat models use to add end-of-turn tokens),
-// merged into those of config.json. Each must be a token of the model: an id the model
-// cannot produce would never end a request, and a silently truncated one would end it at
-// the wrong token.
-void merge_generation_config(const fs::path& dir, std::int32_t vocab_size,
-                             std::vector<TokenId>& eos) {
-  const fs::path path = dir / "generation_config.json";
-  std::error_code ec;
-  if (!fs::exists(path, ec)) return;
-  const auto bad = [&](const std::string& what) {
-    throw Error(ErrorCode::kInvalidModel, fmt::format("{}: {}", path.string(), what));
-  };
-  // A FIFO would block the read forever, a directory reads as empty text.
-  if (!fs::is_regular_file(path, ec)) bad("not a regular file");
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (util::json_nests_too_deep(text.view()))
-    bad(fmt::format("JSON nested deeper than {} levels", util::kMaxJsonDepth));
-  nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) bad("not a JSON object");
-  auto add = [&](const nlohmann::json& v) {
-    if (!v.is_number_integer() || v.get<std::int64_t>() < 0 || v.get<std::int64_t>() >= vocab_size)
-      bad(fmt::format(
-          "field 'eos_token_id' holds {}, which is not a token id of the model ([0, {}), "
-          "config.json's vocab_size)",
-          v.is_number() ? v.dump() : std::string(v.type_name()), vocab_size));
-    if (std::find(eos.begin(), eos.end(), v.get<TokenId>()) == eos.end())
-      eos.push_back(v.get<TokenId>());
-  };
-  if (auto it = j.find("eos_token_id"); it != j.end()) {
-    if (it->is_array())
-      for (const auto& v : *it) add(v);
-    else
-      add(*it);
-  }
-}
-
-}  // namespace
 
 struct Engine::Impl {
+  util::Logger log;
   EngineInfo info;
   std::optional<Tokenizer> tokenizer;
   std::unique_ptr<engine::EngineCore> core;  // touched by the loop thread only
@@ -108,130 +30,69 @@ struct Engine::Impl {
   struct Submission {
     RequestId id;
     Request request;
-    RequestCallback callback;
+    std::shared_ptr<RequestCallback> callback;
     engine::Clock::time_point submitted;
     std::string problem;  // why it cannot run, found in submit() (tokenizing)
   };
   std::vector<Submission> inbox;
   std::vector<RequestId> aborts;
-  std::unordered_set<RequestId> live;  // submitted, final update not yet delivered
+  // Submitted and not yet given its final update, with its callback: whatever happens, each
+  // gets exactly one final update.
+  std::unordered_map<RequestId, std::shared_ptr<RequestCallback>> live;
   RequestId next_id = 1;
   EngineStats stats;
-  bool stop = false;
+  std::string failure;      // why the engine failed; empty while it is healthy
+  bool stop = false;        // shutting down
+  bool self_owned = false;  // destroyed from a callback: the loop thread frees this Impl
   std::thread loop_thread;
+  std::thread::id loop_id;
 
-  explicit Impl(const EngineConfig& c);
+  Impl(const EngineConfig& config, const engine::BackendWrapper& wrap);
   ~Impl();
+  void build(const EngineConfig& config, const engine::BackendWrapper& wrap);
+  static void shut_down(std::unique_ptr<Impl> impl);
+  bool on_loop_thread() const { return std::this_thread::get_id() == loop_id; }
   void loop();
+  void run();
+  void fail(const std::string& reason);
   void deliver(std::vector<engine::Delivery> deliveries);
 };
 
-Engine::Impl::Impl(const EngineConfig& config) {
-  check_config(config);
-  const fs::path dir(config.model_dir);
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec))
-    throw Error(ErrorCode::kNotFound,
-                fmt::format("{}: {}", dir.string(),
-                            fs::exists(dir, ec) ? "not a directory (expected a model directory)"
-                                                : "model directory not found"));
-  model::ModelConfig model = model::load_model_config(dir / "config.json");
-  merge_generation_config(dir, model.vocab_size, model.eos_token_ids);
-
-  const backend::CudaProbe probe = backend::probe_cuda();
-  if (config.device == Device::kCuda && !probe.problem.empty())
-    throw Error(ErrorCode::kUnavailable,
-                fmt::format("Device::kCuda requested but the CUDA backend cannot be used: {}",
-                            probe.problem));
-  const bool use_cuda = config.device != Device::kCpu && probe.problem.empty();
-  if (config.device == Device::kAuto && !use_cuda)
-    util::logger().info("device auto: using the CPU backend ({})", probe.problem);
-
-  const std::int32_t max_len =
-      config.max_model_len > 0 ? config.max_model_len : model.max_position_embeddings;
-  if (max_len > model.max_position_embeddings)
-    throw Error(
-        ErrorCode::kInvalidArgument,
-        fmt::format(
-            "EngineConfig: max_model_len {} exceeds the model's max_position_embeddings {} ({})",
-            max_len, model.max_position_embeddings, (dir / "config.json").string()));
-  const int threads = config.num_threads > 0
-                          ? config.num_threads
-                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-
-  // A model directory may come without a tokenizer (token-id prompts only); a tokenizer that
-  // is there but broken is an error naming it.
-  if (fs::exists(dir / "tokenizer.json")) tokenizer = Tokenizer::from_file(dir);
-
-  std::unique_ptr<backend::Backend> backend;
-  std::int64_t block_bytes = 0;
-#if defined(CACHET_WITH_CUDA)
-  if (use_cuda) {
-    backend::CudaBackendOptions o;
-    o.fp16 = config.dtype == ComputeDType::kFloat16;
-    o.block_size = config.block_size;
-    o.num_kv_blocks = config.num_kv_blocks;
-    o.kv_cache_bytes = config.kv_cache_bytes;
-    o.gpu_memory_utilization = config.gpu_memory_utilization;
-    o.max_model_len = max_len;
-    o.max_num_seqs = config.max_num_seqs;
-    o.max_num_batched_tokens = config.max_num_batched_tokens;
-    o.enable_cuda_graphs = config.enable_cuda_graphs;
-    o.gemm_autotune = config.cuda_gemm_autotune;
+// The engine's thread builds the engine, runs it and tears it down, so that a GPU backend
+// makes its device current on that thread only: the caller's threads keep theirs.
+Engine::Impl::Impl(const EngineConfig& config, const engine::BackendWrapper& wrap)
+    : log(config.log_level, config.log_sink) {
+  std::promise<void> built;
+  std::future<void> ready = built.get_future();
+  // The thread owns the promise: this frame may be gone as soon as set_value() is called.
+  loop_thread = std::thread([this, &config, &wrap, built = std::move(built)]() mutable {
     try {
-      backend = backend::make_cuda_backend(model, model::load_weights(dir, model), o);
-      block_bytes = backend::cuda_kv_block_bytes(model, config.block_size);
-    } catch (const Error& e) {
-      // kAuto runs what the GPU kernels do not cover (a head_dim, a block size) on the CPU.
-      if (config.device != Device::kAuto || e.code() != ErrorCode::kUnsupported) throw;
-      util::logger().warn("device auto: using the CPU backend ({})", e.what());
+      build(config, wrap);
+    } catch (...) {
+      built.set_exception(std::current_exception());
+      return;
     }
+    built.set_value();
+    loop();  // from here on, nothing of the constructor's frame is used
+  });
+  loop_id = loop_thread.get_id();
+  try {
+    ready.get();
+  } catch (...) {
+    loop_thread.join();
+    throw;
   }
-#endif
-  if (!backend) {
-    // The weights first: they are checked against config.json, and so bound every size the
-    // KV cache is computed from (a config.json claiming huge head counts fails as the
-    // mismatch it is, not as an absurd KV block size that may overflow).
-    model::ModelWeights weights = model::load_weights(dir, model);
-    block_bytes = backend::cpu_kv_block_bytes(model, config.block_size);
-    const std::int64_t budget =
-        config.kv_cache_bytes > 0 ? config.kv_cache_bytes : std::int64_t{512} << 20;
-    std::int64_t num_blocks =
-        config.num_kv_blocks > 0 ? config.num_kv_blocks : budget / block_bytes;
-    if (num_blocks < 1)
-      throw Error(ErrorCode::kOutOfMemory,
-                  fmt::format("EngineConfig: kv_cache_bytes {} holds no KV block (one block of {} "
-                              "tokens takes {} bytes)",
-                              budget, config.block_size, block_bytes));
-    num_blocks = std::min<std::int64_t>(
-        num_blocks, std::numeric_limits<std::int32_t>::max() / config.block_size);
-    backend::KvCacheSpec kv{model.num_layers, model.num_kv_heads, model.head_dim, config.block_size,
-                            num_blocks};
-    backend = backend::make_cpu_backend(model, std::move(weights), kv, threads);
-  }
-  const std::int64_t num_blocks = backend->kv_spec().num_blocks;
+}
 
-  info.architecture = std::string(model::arch_name(model.arch));
-  info.backend = std::string(backend->name());
-  info.vocab_size = model.vocab_size;
-  info.num_layers = model.num_layers;
-  info.block_size = config.block_size;
-  info.num_kv_blocks = num_blocks;
-  info.kv_cache_bytes = num_blocks * block_bytes;
-  info.max_model_len = max_len;
-  info.max_num_seqs = config.max_num_seqs;
-  info.max_num_batched_tokens = config.max_num_batched_tokens;
-  info.num_threads = threads;
-  info.eos_token_ids = model.eos_token_ids;
-  info.prefix_caching = config.enable_prefix_caching;
-  util::logger().info(
-      "{} on {}: {} KV blocks of {} tokens ({:.1f} MiB), max_model_len {}, prefix caching {}",
-      info.architecture, info.backend, num_blocks, config.block_size,
-      info.kv_cache_bytes / 1048576.0, max_len, config.enable_prefix_caching ? "on" : "off");
-  core = std::make_unique<engine::EngineCore>(config, info, std::move(model), std::move(backend),
-                                              tokenizer);
+void Engine::Impl::build(const EngineConfig& config, const engine::BackendWrapper& wrap) {
+  engine::EngineParts parts = engine::build_engine_parts(config, log);
+  if (wrap) parts.backend = wrap(std::move(parts.backend));
+  info = parts.info;
+  tokenizer = parts.tokenizer;
+  core = std::make_unique<engine::EngineCore>(config, info, std::move(parts.model),
+                                              std::move(parts.backend),
+                                              std::move(parts.tokenizer), log);
   stats = core->stats();
-  loop_thread = std::thread([this] { loop(); });
 }
 
 Engine::Impl::~Impl() {
@@ -243,6 +104,19 @@ Engine::Impl::~Impl() {
   if (loop_thread.joinable()) loop_thread.join();
 }
 
+// Destroying an Engine from one of its callbacks runs on the engine's own thread, where
+// joining it would wait for itself: the thread then finishes the shutdown (live requests end
+// kAborted) once the callback returns, and frees the engine itself.
+void Engine::Impl::shut_down(std::unique_ptr<Impl> impl) {
+  if (!impl || !impl->on_loop_thread()) return;  // ~Impl stops and joins the thread
+  {
+    std::lock_guard lock(impl->mutex);
+    impl->stop = true;
+    impl->self_owned = true;
+  }
+  impl.release();  // NOLINT(bugprone-unused-return-value): loop() deletes it
+}
+
 void Engine::Impl::deliver(std::vector<engine::Delivery> deliveries) {
   {
     // A request is over for abort() as soon as the core has finished it, before any of this
@@ -252,19 +126,39 @@ void Engine::Impl::deliver(std::vector<engine::Delivery> deliveries) {
       if (d.update.finished) live.erase(d.update.id);
   }
   for (auto& d : deliveries) {
-    if (*d.callback) {
-      try {
-        (*d.callback)(d.update);
-      } catch (const std::exception& e) {
-        util::logger().error("request {}: callback threw: {}", d.update.id, e.what());
-      } catch (...) {
-        util::logger().error("request {}: callback threw", d.update.id);
-      }
+    if (!d.callback || !*d.callback) continue;
+    try {
+      (*d.callback)(d.update);
+    } catch (const std::exception& e) {
+      log.error("request {}: callback threw: {}", d.update.id, e.what());
+    } catch (...) {
+      log.error("request {}: callback threw", d.update.id);
     }
   }
 }
 
 void Engine::Impl::loop() {
+  try {
+    run();
+  } catch (const std::exception& e) {
+    fail(e.what());
+  } catch (...) {
+    fail("an exception of unknown type on the engine's thread");
+  }
+  core.reset();  // the backend's memory goes now, on the thread that made its device current
+  bool free_self = false;
+  {
+    std::lock_guard lock(mutex);
+    free_self = self_owned;
+  }
+  if (free_self) {
+    loop_thread.detach();
+    delete this;
+  }
+}
+
+// The engine's thread until shutdown. Anything it throws fails the engine (loop()).
+void Engine::Impl::run() {
   for (;;) {
     std::vector<Submission> new_requests;
     std::vector<RequestId> to_abort;
@@ -278,15 +172,14 @@ void Engine::Impl::loop() {
       stopping = stop;
     }
     for (auto& s : new_requests)
-      core->add(s.id, std::move(s.request), std::move(s.callback), s.submitted,
-                std::move(s.problem));
+      core->add(s.id, std::move(s.request), s.callback, s.submitted, std::move(s.problem));
     for (RequestId id : to_abort) core->abort(id);
     if (stopping) {
       // Whatever is still live ends as aborted: every callback fires exactly once.
       std::vector<RequestId> remaining;
       {
         std::lock_guard lock(mutex);
-        remaining.assign(live.begin(), live.end());
+        for (const auto& [id, callback] : live) remaining.push_back(id);
       }
       for (RequestId id : remaining) core->abort(id);
       deliver(core->take_deliveries());
@@ -302,10 +195,54 @@ void Engine::Impl::loop() {
   }
 }
 
-Engine::Engine(const EngineConfig& config) : impl_(std::make_unique<Impl>(config)) {}
-Engine::~Engine() = default;
+// The failed state: every live request gets its final update with FinishReason::kError and
+// the reason, and from now on submit() and generate() throw ErrorCode::kEngineFailed.
+void Engine::Impl::fail(const std::string& reason) {
+  const std::string why = "engine failed: " + reason;
+  log.error("{}", why);
+  std::vector<engine::Delivery> out;
+  try {
+    core->abandon(why);
+    out = core->take_deliveries();  // updates made before the failure, then the final ones
+  } catch (...) {
+    // The core cannot even say goodbye: the live map below still reaches every request.
+  }
+  std::unordered_set<RequestId> finished;
+  for (const auto& d : out)
+    if (d.update.finished) finished.insert(d.update.id);
+  {
+    std::lock_guard lock(mutex);
+    failure = why;
+    inbox.clear();  // submitted but never added: their ids are in `live`, handled below
+    aborts.clear();
+    for (const auto& [id, callback] : live) {
+      if (finished.contains(id)) continue;
+      engine::Delivery d;
+      d.callback = callback;
+      d.update.id = id;
+      d.update.finished = true;
+      d.output = std::make_unique<RequestOutput>();
+      d.output->finish_reason = FinishReason::kError;
+      d.output->error = why;
+      d.update.output = d.output.get();
+      out.push_back(std::move(d));
+    }
+  }
+  deliver(std::move(out));
+}
+
+Engine::Engine(const EngineConfig& config)
+    : impl_(std::make_unique<Impl>(config, engine::BackendWrapper{})) {}
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() { Impl::shut_down(std::move(impl_)); }
 Engine::Engine(Engine&&) noexcept = default;
-Engine& Engine::operator=(Engine&&) noexcept = default;
+Engine& Engine::operator=(Engine&& other) noexcept {
+  if (this != &other) {
+    Impl::shut_down(std::move(impl_));
+    impl_ = std::move(other.impl_);
+  }
+  return *this;
+}
 
 // A moved-from Engine has no Impl: using it is an error, not a null dereference.
 Engine::Impl& Engine::checked_impl(const char* method) const {
@@ -315,40 +252,59 @@ Engine::Impl& Engine::checked_impl(const char* method) const {
   return *impl_;
 }
 
+namespace {
+
+void throw_if_failed(const std::string& failure, const char* method) {
+  if (!failure.empty())
+    throw Error(ErrorCode::kEngineFailed, fmt::format("Engine::{}: {}", method, failure));
+}
+
+}  // namespace
+
 RequestId Engine::submit(Request request, RequestCallback callback) {
-  checked_impl("submit");
+  Impl& impl = checked_impl("submit");
+  {
+    std::lock_guard lock(impl.mutex);
+    throw_if_failed(impl.failure, "submit");
+  }
   const auto now = engine::Clock::now();
   // Text is tokenized here, on the caller's thread: a long prompt then holds up its own
   // caller, not the engine's thread and every request it is running. A problem is reported
   // through the callback like every other bad request.
   std::string problem =
-      engine::tokenize_prompt(request, impl_->tokenizer ? &*impl_->tokenizer : nullptr);
+      engine::tokenize_prompt(request, impl.tokenizer ? &*impl.tokenizer : nullptr);
+  auto shared = std::make_shared<RequestCallback>(std::move(callback));
   RequestId id;
   {
-    std::lock_guard lock(impl_->mutex);
-    if (impl_->stop)
-      throw Error(ErrorCode::kUnavailable, "Engine::submit: the engine is shutting down");
-    id = impl_->next_id++;
-    impl_->live.insert(id);
-    impl_->inbox.push_back({id, std::move(request), std::move(callback), now, std::move(problem)});
+    std::lock_guard lock(impl.mutex);
+    throw_if_failed(impl.failure, "submit");
+    if (impl.stop) throw Error(ErrorCode::kUnavailable, "Engine::submit: the engine is shutting down");
+    id = impl.next_id++;
+    impl.live.emplace(id, shared);
+    impl.inbox.push_back({id, std::move(request), std::move(shared), now, std::move(problem)});
   }
-  impl_->wake.notify_all();
+  impl.wake.notify_all();
   return id;
 }
 
 bool Engine::abort(RequestId id) {
-  checked_impl("abort");
+  Impl& impl = checked_impl("abort");
   {
-    std::lock_guard lock(impl_->mutex);
-    if (!impl_->live.contains(id)) return false;
-    impl_->aborts.push_back(id);
+    std::lock_guard lock(impl.mutex);
+    if (!impl.live.contains(id) || !impl.failure.empty()) return false;
+    impl.aborts.push_back(id);
   }
-  impl_->wake.notify_all();
+  impl.wake.notify_all();
   return true;
 }
 
 std::vector<RequestOutput> Engine::generate(const std::vector<Request>& requests) {
-  checked_impl("generate");
+  Impl& impl = checked_impl("generate");
+  if (impl.on_loop_thread())
+    throw Error(ErrorCode::kInvalidArgument,
+                "Engine::generate called from a request callback, on the engine's own thread: it "
+                "would wait for the thread that has to run it. Call submit() there, or "
+                "generate() from another thread");
   struct Collector {
     std::mutex mutex;
     std::condition_variable done;
@@ -392,4 +348,19 @@ EngineStats Engine::stats() const {
   return impl.stats;
 }
 
+EngineHealth Engine::health() const {
+  const Impl& impl = checked_impl("health");
+  std::lock_guard lock(impl.mutex);
+  return {impl.failure.empty(), impl.failure};
+}
+
+namespace engine {
+
+Engine EngineTestAccess::make(const EngineConfig& config, const BackendWrapper& wrap) {
+  return Engine(std::make_unique<Engine::Impl>(config, wrap));
+}
+
+EngineCore& EngineTestAccess::core(Engine& engine) { return *engine.checked_impl("core").core; }
+
+}  // namespace engine
 }  // namespace cachet

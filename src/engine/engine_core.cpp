@@ -29,8 +29,9 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 
 EngineCore::EngineCore(const EngineConfig& config, const EngineInfo& info, model::ModelConfig model,
                        std::unique_ptr<backend::Backend> backend,
-                       std::optional<Tokenizer> tokenizer)
+                       std::optional<Tokenizer> tokenizer, const util::Logger& log)
     : config_(config),
+      log_(log),
       info_(info),
       model_(std::move(model)),
       backend_(std::move(backend)),
@@ -93,13 +94,13 @@ std::string EngineCore::check_request(const Request& r) const {
   return {};
 }
 
-void EngineCore::add(RequestId id, Request request, RequestCallback callback,
+void EngineCore::add(RequestId id, Request request, std::shared_ptr<RequestCallback> callback,
                      Clock::time_point submitted, std::string problem) {
   auto seq = std::make_unique<Sequence>();
   seq->id = id;
   seq->arrival = next_arrival_++;
   seq->submitted = submitted;
-  seq->callback = std::make_shared<RequestCallback>(std::move(callback));
+  seq->callback = std::move(callback);
   if (problem.empty()) problem = tokenize_prompt(request, tokenizer_ ? &*tokenizer_ : nullptr);
   if (problem.empty()) problem = check_request(request);
   seq->output.prompt_token_ids = request.prompt_token_ids;
@@ -111,7 +112,7 @@ void EngineCore::add(RequestId id, Request request, RequestCallback callback,
   live_.emplace(id, std::move(seq));
   if (!problem.empty()) {
     s.status = SeqStatus::kFinished;
-    util::logger().warn("request {}: {}", id, problem);
+    log_.warn("request {}: {}", id, problem);
     finish(s, FinishReason::kError, std::move(problem));
     return;
   }
@@ -149,6 +150,12 @@ void EngineCore::report_tokens(Sequence& seq) {
 
 void EngineCore::finish(Sequence& seq, FinishReason reason, std::string error) {
   scheduler_.finish(&seq);  // releases its blocks; a no-op for one that never got any
+  deliveries_.push_back(final_delivery(seq, reason, std::move(error)));
+  ++num_finished_;
+  live_.erase(seq.id);  // destroys seq
+}
+
+Delivery EngineCore::final_delivery(Sequence& seq, FinishReason reason, std::string error) {
   const auto now = Clock::now();
   Delivery d = take_new_tokens(seq);
   d.update.finished = true;
@@ -171,17 +178,34 @@ void EngineCore::finish(Sequence& seq, FinishReason reason, std::string error) {
     d.output->decode_ms = ms_between(*seq.first_token_at, now);
   }
   d.update.output = d.output.get();
-  deliveries_.push_back(std::move(d));
-  ++num_finished_;
-  live_.erase(seq.id);  // destroys seq
+  return d;
+}
+
+void EngineCore::abandon(const std::string& why) {
+  for (auto& [id, seq] : live_) {
+    try {
+      deliveries_.push_back(final_delivery(*seq, FinishReason::kError, why));
+    } catch (...) {
+      // Even the output cannot be put together: the final update carries the reason alone.
+      Delivery d;
+      d.callback = seq->callback;
+      d.update.id = id;
+      d.update.finished = true;
+      d.output = std::make_unique<RequestOutput>();
+      d.output->finish_reason = FinishReason::kError;
+      d.output->error = why;
+      d.update.output = d.output.get();
+      deliveries_.push_back(std::move(d));
+    }
+    ++num_finished_;
+  }
+  live_.clear();  // the scheduler's pointers dangle now: this core runs nothing more
 }
 
 void EngineCore::step() {
   run_step();
-#ifdef CACHET_CHECKS
   // Whichever way the step ended: one that failed its forward pass released blocks too.
-  check_integrity();
-#endif
+  if (config_.check_kv_integrity) check_integrity();
 }
 
 void EngineCore::run_step() {
@@ -235,7 +259,10 @@ void EngineCore::run_step() {
     } else {
       backend_->forward(built.batch, logits_);
     }
+  } catch (const backend::FatalBackendError&) {
+    throw;  // the backend cannot run anything more: the engine fails
   } catch (const std::exception& e) {
+    // A failure of this step alone (e.g. a workspace that does not fit): its requests fail.
     for (const auto& s : step.seqs)
       finish(*s.seq, FinishReason::kError, fmt::format("forward pass failed: {}", e.what()));
     return;
@@ -247,7 +274,7 @@ void EngineCore::run_step() {
             "debug_poison_kv: logits row {} is not finite: the step read K/V that its block "
             "table does not vouch for (a poisoned block)",
             i / static_cast<std::size_t>(model_.vocab_size));
-        util::logger().error("{}", why);
+        log_.error("{}", why);
         for (const auto& s : step.seqs) finish(*s.seq, FinishReason::kError, why);
         return;
       }
@@ -309,7 +336,7 @@ void EngineCore::run_step() {
 }
 
 void EngineCore::check_integrity() {
-  kv_.check_integrity(scheduler_.block_tables());  // aborts the process on a violation
+  kv_.check_integrity(scheduler_.block_tables());  // throws Error(kInternal) on a violation
   ++integrity_checks_;
 }
 

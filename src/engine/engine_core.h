@@ -13,6 +13,7 @@
 #include "engine/sequence.h"
 #include "kv/kv_cache_manager.h"
 #include "model/model_config.h"
+#include "util/log.h"
 
 namespace cachet::engine {
 
@@ -31,33 +32,45 @@ struct Delivery {
 
 class EngineCore {
  public:
+  // `log` must outlive the core.
   EngineCore(const EngineConfig& config, const EngineInfo& info, model::ModelConfig model,
-             std::unique_ptr<backend::Backend> backend, std::optional<Tokenizer> tokenizer);
+             std::unique_ptr<backend::Backend> backend, std::optional<Tokenizer> tokenizer,
+             const util::Logger& log);
 
   // Takes a request; a bad one is finished at once with FinishReason::kError, as is one
   // with a non-empty `problem` (found before it got here: tokenize_prompt's result). A text
   // prompt is tokenized here (on this thread) unless the caller did it.
-  void add(RequestId id, Request request, RequestCallback callback, Clock::time_point submitted,
-           std::string problem = {});
+  void add(RequestId id, Request request, std::shared_ptr<RequestCallback> callback,
+           Clock::time_point submitted, std::string problem = {});
   // Finishes a live request with FinishReason::kAborted; false when it is not live.
   bool abort(RequestId id);
   bool has_work() const { return scheduler_.has_work(); }
   // Runs one step: schedule, forward, sample, stop checks, cache commits; then, with
-  // CACHET_CHECKS, the KV block-accounting check.
+  // EngineConfig::check_kv_integrity, the KV block-accounting check. Throws when the engine
+  // cannot go on (a broken invariant, a backend::FatalBackendError, an unexpected exception);
+  // a forward pass that fails otherwise fails only the step's requests.
   void step();
+  // After step() or add() threw: finishes every live request with FinishReason::kError and
+  // `why` without touching the KV cache (whose state is not to be trusted), so each still
+  // gets its final update from take_deliveries(). The core runs nothing afterwards.
+  void abandon(const std::string& why);
   // Updates produced since the last call, in order.
   std::vector<Delivery> take_deliveries();
   EngineStats stats() const;
+  // The KV block pool, for tests that corrupt it on purpose.
+  kv::BlockPool& block_pool_for_testing() { return kv_.pool(); }
 
  private:
   std::string check_request(const Request& r) const;
   void finish(Sequence& seq, FinishReason reason, std::string error = {});
+  Delivery final_delivery(Sequence& seq, FinishReason reason, std::string error);
   Delivery take_new_tokens(Sequence& seq);
   void report_tokens(Sequence& seq);
   void run_step();
   void check_integrity();
 
   EngineConfig config_;
+  const util::Logger& log_;
   EngineInfo info_;
   model::ModelConfig model_;
   std::unique_ptr<backend::Backend> backend_;

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "cachet/errors.h"
+#include "util/log.h"
 
 namespace cachet::tools {
 
@@ -13,7 +14,8 @@ void add_engine_flags(CLI::App& cmd, EngineFlags& f) {
   cmd.add_option("--device", f.device, "auto | cpu | cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
-  cmd.add_option("--threads", f.config.num_threads, "CPU threads (0 = all cores)")
+  cmd.add_option("--threads", f.config.num_threads,
+                 "CPU threads (0 = the CPUs this process may use: affinity, cgroup quota)")
       ->capture_default_str();
   cmd.add_option("--block-size", f.config.block_size, "Tokens per KV block")->capture_default_str();
   cmd.add_option("--kv-cache-mib", f.kv_cache_mib,
@@ -25,6 +27,8 @@ void add_engine_flags(CLI::App& cmd, EngineFlags& f) {
       ->capture_default_str();
   cmd.add_option("--dtype", f.dtype, "GPU element type: auto (bf16) | bf16 | fp16")
       ->check(CLI::IsMember({"auto", "bf16", "fp16"}))
+      ->capture_default_str();
+  cmd.add_option("--cuda-device", f.config.cuda_device, "CUDA device index")
       ->capture_default_str();
   cmd.add_flag("--no-cuda-graphs", f.no_cuda_graphs, "Run GPU decode steps without CUDA graphs");
   cmd.add_flag("--gemm-autotune", f.config.cuda_gemm_autotune,
@@ -44,7 +48,10 @@ void add_engine_flags(CLI::App& cmd, EngineFlags& f) {
       ->capture_default_str();
   cmd.add_option("--max-model-len", f.config.max_model_len, "0 = the model's")
       ->capture_default_str();
-  cmd.add_option("--log-level", f.config.log_level, "trace|debug|info|warn|error|off")
+  cmd.add_flag("--check-kv-integrity", f.config.check_kv_integrity,
+               "Check the KV block accounting after every step (a debugging aid)");
+  cmd.add_option("--log-level", f.log_level, "trace|debug|info|warn|error|off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
       ->capture_default_str();
 }
 
@@ -64,6 +71,10 @@ EngineConfig engine_config(const EngineFlags& f) {
   c.enable_prefix_caching = !f.no_prefix_cache;
   c.schedule_policy =
       f.schedule == "cache-aware" ? SchedulePolicy::kCacheAware : SchedulePolicy::kFcfs;
+  const auto level = util::parse_log_level(f.log_level);
+  if (!level)
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("unknown --log-level '{}'", f.log_level));
+  c.log_level = *level;
   return c;
 }
 

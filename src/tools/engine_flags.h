@@ -19,13 +19,14 @@ struct EngineFlags {
   bool no_cuda_graphs = false;
   bool no_prefix_cache = false;
   std::string schedule = "fcfs";
+  std::string log_level = "warn";
 };
 
 // Registers --model (required) and the engine flags (--device, --threads, --block-size,
 // --kv-cache-mib, --kv-cache-bytes, --num-kv-blocks, --gpu-memory-utilization, --dtype,
-// --no-cuda-graphs, --gemm-autotune, --no-prefix-cache, --schedule, --max-num-seqs,
-// --max-num-batched-tokens,
-// --max-model-len, --log-level) on `cmd`, writing into `flags`, which must outlive parsing.
+// --cuda-device, --no-cuda-graphs, --gemm-autotune, --no-prefix-cache, --schedule,
+// --max-num-seqs, --max-num-batched-tokens, --max-model-len, --check-kv-integrity,
+// --log-level) on `cmd`, writing into `flags`, which must outlive parsing.
 void add_engine_flags(CLI::App& cmd, EngineFlags& flags);
 
 // The EngineConfig the parsed flags describe.

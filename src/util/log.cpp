@@ -1,26 +1,38 @@
 #include "util/log.h"
 
-#include <spdlog/sinks/stdout_color_sinks.h>
+#include <cstdio>
+#include <string>
 
 namespace cachet::util {
+namespace {
 
-spdlog::logger& logger() {
-  static std::shared_ptr<spdlog::logger> instance = [] {
-    auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
-    auto log = std::make_shared<spdlog::logger>("cachet", sink);
-    log->set_pattern("[cachet %L] %v");
-    log->set_level(spdlog::level::warn);
-    return log;
-  }();
-  return *instance;
+constexpr std::string_view kNames[] = {"trace", "debug", "info", "warn", "error", "off"};
+
+char letter(LogLevel level) {
+  return "TDIWEO"[static_cast<int>(level)];
 }
 
-bool set_log_level(std::string_view level) {
-  auto parsed = spdlog::level::from_str(std::string(level));
-  // from_str maps unknown names to "off"; only accept "off" when it was asked for.
-  if (parsed == spdlog::level::off && level != "off") return false;
-  logger().set_level(parsed);
-  return true;
+}  // namespace
+
+void Logger::write(LogLevel level, std::string_view message) const noexcept {
+  try {
+    if (sink_) {
+      sink_(level, message);
+      return;
+    }
+    // One fputs per line: stdio locks the stream per call, so lines of concurrent engines
+    // do not interleave.
+    const std::string line = fmt::format("[cachet {}] {}\n", letter(level), message);
+    std::fputs(line.c_str(), stderr);
+  } catch (...) {
+    // A log line is never worth an exception escaping into the engine or the caller.
+  }
+}
+
+std::optional<LogLevel> parse_log_level(std::string_view name) {
+  for (std::size_t i = 0; i < std::size(kNames); ++i)
+    if (name == kNames[i]) return static_cast<LogLevel>(i);
+  return std::nullopt;
 }
 
 }  // namespace cachet::util

@@ -322,7 +322,7 @@ TEST(Engine, ConstructionErrorsNameTheProblem) {
   c.device = Device::kCuda;  // no GPU here, or no CUDA backend in this build
   expect_error(c, ErrorCode::kUnavailable, "kCuda");
   c = m.engine_config();
-  c.log_level = "loud";
+  c.log_level = static_cast<LogLevel>(42);
   expect_error(c, ErrorCode::kInvalidArgument, "log_level");
 }
 

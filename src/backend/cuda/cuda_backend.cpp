@@ -262,9 +262,12 @@ CudaBackend::CudaBackend(const model::ModelConfig& config, model::ModelWeights w
   int count = 0;
   check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
   if (count == 0) fail(ErrorCode::kUnavailable, "no CUDA device");
-  check(cudaSetDevice(0), "cudaSetDevice(0)");
+  if (options.device < 0 || options.device >= count)
+    fail(ErrorCode::kUnavailable,
+         fmt::format("CUDA device {} requested; {} visible", options.device, count));
+  check(cudaSetDevice(options.device), "cudaSetDevice");
   cudaDeviceProp prop{};
-  check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  check(cudaGetDeviceProperties(&prop, options.device), "cudaGetDeviceProperties");
   if (prop.major < 8) {
     fail(ErrorCode::kUnsupported,
          fmt::format("{} has compute capability {}.{}; cachet needs 8.0 (Ampere) or newer",
@@ -276,7 +279,7 @@ CudaBackend::CudaBackend(const model::ModelConfig& config, model::ModelWeights w
   cudaStream_t s = nullptr;
   check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
   stream_.reset(s);
-  gemm_ = std::make_unique<cuda::Gemm>(options.fp16);
+  gemm_ = std::make_unique<cuda::Gemm>(options.fp16, options.log);
 
   max_seqs_ = options.max_num_seqs;
   max_tokens_ = std::max(options.max_num_batched_tokens, options.max_num_seqs);
@@ -322,7 +325,7 @@ CudaBackend::CudaBackend(const model::ModelConfig& config, model::ModelWeights w
   std::size_t free_bytes = 0, total = 0;
   check(cudaMemGetInfo(&free_bytes, &total), "cudaMemGetInfo");
   plan_.free_bytes_after = static_cast<std::int64_t>(free_bytes);
-  util::logger().info(
+  if (options.log) options.log->info(
       "cuda backend on {} ({} SMs): {} weights {:.2f} GiB, workspace {:.1f} MiB, KV cache "
       "{:.2f} GiB ({} blocks of {}), {} decode graphs, {:.2f} GiB of {:.2f} GiB free",
       prop.name, num_sms_, dtype_name(dtype_), plan_.weight_bytes / 1073741824.0,
@@ -740,7 +743,7 @@ void CudaBackend::tune_gemms() {
       plan_.gemm_tuned_us += r.chosen_us;
     }
   }
-  util::logger().info(
+  if (options_.log) options_.log->info(
       "cuda backend: GEMM autotuning timed {} decode shapes and changed the algorithm of {} "
       "({} to cachet's GEMV); summed over the shapes, {:.1f} us with cuBLASLt's heuristic "
       "choices, {:.1f} us tuned",

@@ -9,10 +9,14 @@
 #include "backend/backend.h"
 #include "model/model_config.h"
 #include "model/weights.h"
+#include "util/log.h"
 
 namespace cachet::backend {
 
 struct CudaBackendOptions {
+  // The device, made current on the constructing thread (the engine builds and runs its
+  // backend on its own thread, so the application's threads keep their current device).
+  int device = 0;
   bool fp16 = false;  // fp16 instead of bf16 for weights, activations and the KV cache
   std::int32_t block_size = 16;
   // KV cache size: num_kv_blocks if > 0, else kv_cache_bytes if > 0, else what
@@ -32,6 +36,8 @@ struct CudaBackendOptions {
   // heuristic's first choice; cachet's GEMV competes for batch sizes up to 4 (see
   // Gemm::begin_tuning).
   bool gemm_autotune = false;
+  // Where the backend logs (the engine's logger); null: nowhere. Must outlive the backend.
+  const util::Logger* log = nullptr;
 };
 
 // What the backend took, for EngineInfo and the log.

@@ -9,10 +9,15 @@
 #include <string>
 #include <utility>
 
+#include "backend/backend.h"
 #include "cachet/errors.h"
 
 namespace cachet::backend::cuda {
 
+// Errors after which the CUDA context is unusable ("sticky": every later call fails too).
+bool is_sticky(cudaError_t status);
+// Throws Error naming `what`: a FatalBackendError for a sticky error, kOutOfMemory for an
+// allocation failure, else kInternal.
 [[noreturn]] void fail_cuda(cudaError_t status, const std::string& what);
 [[noreturn]] void fail_cublas(cublasStatus_t status, const std::string& what);
 

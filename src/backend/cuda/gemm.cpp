@@ -48,7 +48,8 @@ struct Gemm::Plan {
   }
 };
 
-Gemm::Gemm(bool fp16) : fp16_(fp16), workspace_(kWorkspaceBytes, "the cuBLASLt workspace") {
+Gemm::Gemm(bool fp16, const util::Logger* log)
+    : fp16_(fp16), log_(log), workspace_(kWorkspaceBytes, "the cuBLASLt workspace") {
   cublasLtHandle_t h = nullptr;
   check(cublasLtCreate(&h), "cublasLtCreate");
   handle_.reset(h);
@@ -190,7 +191,7 @@ const Gemm::Plan& Gemm::plan(std::int64_t m, std::int64_t n, std::int64_t k, boo
     if (r.candidates > 0) {
       p->algo = results[r.chosen].algo;
       p->gemv = r.gemv;
-      util::logger().debug(
+      if (log_) log_->debug(
           "GEMM autotune M {} N {} K {}{}: {} of {} timed, {:.1f} us (cuBLASLt's heuristic "
           "first choice: {:.1f} us)",
           m, n, k, accumulate ? " (accumulate)" : "",

@@ -16,13 +16,15 @@
 
 #include "backend/cuda/cuda_util.h"
 #include "gemv.h"
+#include "util/log.h"
 
 namespace cachet::backend::cuda {
 
 class Gemm {
  public:
-  // `fp16` selects fp16 operands, else bf16. Allocates a 32 MiB cuBLASLt workspace.
-  explicit Gemm(bool fp16);
+  // `fp16` selects fp16 operands, else bf16. Allocates a 32 MiB cuBLASLt workspace. Tuning
+  // results are logged (debug) to `log` when it is not null; it must outlive the Gemm.
+  explicit Gemm(bool fp16, const util::Logger* log = nullptr);
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
@@ -68,6 +70,7 @@ class Gemm {
   double time_op(const std::function<bool()>& launch, cudaStream_t stream);
 
   bool fp16_;
+  const util::Logger* log_;
   std::unique_ptr<std::remove_pointer_t<cublasLtHandle_t>, LtHandleDeleter> handle_;
   DeviceBuffer workspace_;
   std::map<Key, std::unique_ptr<Plan>> plans_;
