@@ -47,8 +47,10 @@ class CACHET_API Tokenizer {
 
   // Token ids of `text`. Added/special tokens written in the text (e.g. "<|im_start|>") are
   // always matched as whole tokens. `add_special_tokens` applies the post-processor (e.g.
-  // Llama's BOS); it does not change how the text itself is split.
-  std::vector<TokenId> encode(std::string_view text, bool add_special_tokens = false) const;
+  // Llama's BOS); it does not change how the text itself is split. The default is Hugging
+  // Face's tokenizer(text), and what the engine does with a text prompt, so
+  // encode(text) gives exactly the ids (and prefix-cache keys) of sending the text.
+  std::vector<TokenId> encode(std::string_view text, bool add_special_tokens = true) const;
 
   // Text of `ids`. Unknown ids are skipped (as Hugging Face does); bytes that do not form
   // valid UTF-8 come out as U+FFFD. With `skip_special_tokens`, added tokens marked special

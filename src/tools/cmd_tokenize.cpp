@@ -16,7 +16,8 @@ namespace {
 
 struct TokenizeOptions {
   std::string tokenizer_path;
-  bool add_special_tokens = false;
+  bool no_special_tokens = false;
+  bool add_special_tokens = true;  // --add-special-tokens: the default, accepted for old scripts
   bool decode = false;
 };
 
@@ -65,7 +66,7 @@ int run_tokenize(const TokenizeOptions& options) {
         return 1;
       }
       const nlohmann::json ids =
-          tokenizer.encode(input.get<std::string>(), options.add_special_tokens);
+          tokenizer.encode(input.get<std::string>(), !options.no_special_tokens);
       std::cout << ids.dump() << "\n";
     }
     std::cout.flush();
@@ -83,8 +84,11 @@ Runner add_tokenize_command(CLI::App& app) {
   cmd->add_option("--tokenizer", options->tokenizer_path,
                   "tokenizer.json or a model directory holding one")
       ->required();
+  cmd->add_flag("--no-special-tokens", options->no_special_tokens,
+                "leave out what the post-processor adds (e.g. Llama's BOS); by default the ids "
+                "are those of a text prompt sent to the engine (Hugging Face's tokenizer(text))");
   cmd->add_flag("--add-special-tokens", options->add_special_tokens,
-                "apply the post-processor (e.g. add BOS) as encode(..., true) does");
+                "the default; accepted for older scripts");
   cmd->add_flag("--decode", options->decode,
                 "the reverse: each line a JSON array of ids, printed back as a JSON string "
                 "(special tokens kept)");

@@ -42,7 +42,7 @@ TEST(CliTokenize, EncodesLinesLikeTheLibrary) {
   for (const bool special : {false, true}) {
     Cli cli;
     const auto result =
-        cli.run(input, "--tokenizer " + kTokenizer + (special ? " --add-special-tokens" : ""));
+        cli.run(input, "--tokenizer " + kTokenizer + (special ? "" : " --no-special-tokens"));
     ASSERT_EQ(result.exit_code, 0) << result.output;
     const auto lines = lines_of(result.output);
     ASSERT_EQ(lines.size(), texts.size());

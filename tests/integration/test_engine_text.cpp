@@ -212,6 +212,34 @@ TEST_F(EngineTextTest, LongTextPromptHoldsUpOnlyItsOwnCaller) {
   EXPECT_THAT(long_out->error, HasSubstr("max_model_len"));
 }
 
+// Llama-2's tokenizer adds BOS: tokenizer()->encode(text) must give the very ids (and so
+// the prefix-cache keys) the engine uses for the text, as Hugging Face's tokenizer(text)
+// does. (encode used to default to no special tokens: no BOS, other keys.)
+TEST(EngineTextBos, EncodeByDefaultGivesTheIdsOfSendingTheText) {
+  testing::TempDir dir;
+  model::MakeModelOptions o;
+  o.arch = model::Arch::kLlama;
+  o.out_dir = dir.path();
+  o.tokenizer = testing::test_data_dir() / "tokenizers/llama2_style";
+  model::make_model(o);
+  EngineConfig c;
+  c.model_dir = dir.path().string();
+  c.device = Device::kCpu;
+  c.kv_cache_bytes = 4 << 20;
+  Engine engine(c);
+  const Tokenizer* tok = engine.tokenizer();
+  ASSERT_NE(tok, nullptr);
+  const std::string text = "Hello world, the quick brown fox";
+  const auto ids = tok->encode(text);
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(ids.front(), tok->token_to_id("<s>"));  // the post-processor's BOS
+  EXPECT_EQ(ids, tok->encode(text, /*add_special_tokens=*/true));
+  EXPECT_NE(ids, tok->encode(text, /*add_special_tokens=*/false));
+  const auto by_text = engine.generate({Request{{}, greedy(2), {}, text}})[0];
+  ASSERT_EQ(by_text.finish_reason, FinishReason::kLength) << by_text.error;
+  EXPECT_EQ(by_text.prompt_token_ids, ids);
+}
+
 TEST(EngineTextNoTokenizer, TextPromptsAndStopStringsNeedATokenizer) {
   testing::TempDir dir;
   model::MakeModelOptions o;
