@@ -396,6 +396,23 @@ RunMetrics compute_metrics(const RunResult& run) {
   return m;
 }
 
+std::string failure(const std::vector<const RunResult*>& runs, std::optional<bool> identical) {
+  for (const RunResult* run : runs) {
+    std::size_t failed = 0;
+    const RequestRecord* first = nullptr;
+    for (const RequestRecord& q : run->requests)
+      if (!q.error.empty()) {
+        ++failed;
+        if (!first) first = &q;
+      }
+    if (first)
+      return fmt::format("{} request(s) failed; the first: {}", failed, first->error);
+  }
+  if (identical && !*identical)
+    return "the outputs with the prefix cache on and off differ (they must be identical)";
+  return {};
+}
+
 bool same_outputs(const RunResult& a, const RunResult& b) {
   if (a.requests.size() != b.requests.size()) return false;
   for (std::size_t i = 0; i < a.requests.size(); ++i) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -161,5 +162,9 @@ RunMetrics compute_metrics(const RunResult& run);
 // True when both runs finished every request and generated the same token ids request by
 // request.
 bool same_outputs(const RunResult& a, const RunResult& b);
+
+// Why `bench serve` fails, one line for stderr, or "" when it succeeds: a request failed, or
+// (with the cache-on and cache-off runs compared) the two runs' outputs differ.
+std::string failure(const std::vector<const RunResult*>& runs, std::optional<bool> identical);
 
 }  // namespace cachet::tools::bench

@@ -348,16 +348,12 @@ Runner add_bench_command(CLI::App& app) {
         throw Error(ErrorCode::kInvalidArgument,
                     fmt::format("--json: writing '{}' failed", a->json_path));
     }
-    for (const RunReport& r : runs)
-      if (r.metrics.num_failed > 0) {
-        for (const bench::RequestRecord& q : r.result.requests)
-          if (!q.error.empty()) {
-            fmt::print(stderr, "cachet: error: {} request(s) failed; the first: {}\n",
-                       r.metrics.num_failed, q.error);
-            break;
-          }
-        return 1;
-      }
+    std::vector<const bench::RunResult*> results;
+    for (const RunReport& r : runs) results.push_back(&r.result);
+    if (const std::string why = bench::failure(results, identical); !why.empty()) {
+      fmt::print(stderr, "cachet: error: {}\n", why);
+      return 1;
+    }
     return 0;
   };
 }

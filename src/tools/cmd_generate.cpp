@@ -137,10 +137,13 @@ Runner add_generate_command(CLI::App& app) {
     std::vector<Request> requests;
     // Why request i cannot run (a bad line of the prompts file), or empty.
     std::vector<std::string> line_errors;
+    // Where request i comes from, for its error on stderr: "FILE:LINE" or "request i".
+    std::vector<std::string> origins;
     if (!a->prompts_file.empty()) {
       for (RequestLine& line : read_requests_file(a->prompts_file, a->params)) {
         requests.push_back(std::move(line.request));
         line_errors.push_back(std::move(line.error));
+        origins.push_back(std::move(line.where));
       }
     } else {
       for (const auto& list : a->prompt_ids)
@@ -155,6 +158,8 @@ Runner add_generate_command(CLI::App& app) {
         if (!requests[i].params.seed) requests[i].params.seed = a->seed + i;
 
     line_errors.resize(requests.size());
+    for (std::size_t i = origins.size(); i < requests.size(); ++i)
+      origins.push_back(fmt::format("request {}", i));
 
     Engine engine(engine_config(a->engine));
     const auto start = std::chrono::steady_clock::now();
@@ -199,6 +204,13 @@ Runner add_generate_command(CLI::App& app) {
           wall_s > 0 ? generated / wall_s : 0.0);
     }
     std::fflush(stdout);
+    // Each failed request once more on stderr, where a script looks for errors.
+    for (std::size_t i = 0; i < outputs.size(); ++i)
+      if (outputs[i].finish_reason == FinishReason::kError)
+        fmt::print(stderr, "cachet: error: {}\n",
+                   outputs[i].error.starts_with(origins[i])
+                       ? outputs[i].error
+                       : fmt::format("{}: {}", origins[i], outputs[i].error));
     if (a->print_stats) fmt::print(stderr, "{}\n", stats_json(engine.stats()).dump(2));
     return failed > 0 ? 1 : 0;
   };

@@ -188,9 +188,9 @@ std::vector<RequestLine> read_requests_file(const std::string& path,
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = fmt::format("{}:{}", path, line_no);
     try {
-      lines.push_back({parse_line(line, where, defaults), {}});
+      lines.push_back({parse_line(line, where, defaults), {}, where});
     } catch (const LineError& e) {
-      lines.push_back({{}, e.message});
+      lines.push_back({{}, e.message, where});
     }
   }
   if (in.bad()) throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: read failed", path));

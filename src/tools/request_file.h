@@ -15,6 +15,7 @@ std::vector<TokenId> parse_id_list(const std::string& text);
 struct RequestLine {
   Request request;
   std::string error;  // "FILE:LINE: ..." naming the field; empty for a good line
+  std::string where;  // "FILE:LINE"
 };
 
 // One request per non-empty line: {"prompt_ids": [...]} or {"prompt": "text"} with optional

@@ -98,10 +98,17 @@ TEST_F(CliBadInput, BadPromptsFileLinesFailAloneAndTheOthersRun) {
                       "{\"prompt_ids\": \"1,2\"}\n"                     // 8
                       "{\"prompt_ids\": [1], \"max_tokens\": \"3\"}\n"  // 9
                       "{\"prompt\": \"Hello\"}\n");                     // 10: fine
-  auto r = run_command(generate("--prompts-file " + file + " --max-tokens 2 --json"), true);
+  // stdout: the JSON of every request; stderr: each failed one's error, naming file and line
+  // (it used to say nothing on stderr).
+  const std::string err = (dir_.path() / "stderr.txt").string();
+  auto r = run_command(generate("--prompts-file " + file + " --max-tokens 2 --json") + " 2>" + err);
   EXPECT_EQ(r.exit_code, 1);
   const auto lines = json_lines(r.output);
   ASSERT_EQ(lines.size(), 9u) << r.output;
+  const std::string errors = testing::read_file(err);
+  EXPECT_EQ(std::count(errors.begin(), errors.end(), '\n'), 7) << errors;
+  for (int line : {2, 3, 4, 5, 7, 8, 9})
+    EXPECT_THAT(errors, HasSubstr("cachet: error: " + file + ":" + std::to_string(line) + ": "));
   const std::vector<std::string> expected = {"",
                                              "bad.jsonl:2: not valid JSON",
                                              "bad.jsonl:3: not valid JSON",
@@ -144,7 +151,7 @@ TEST_F(CliBadInput, PromptsFileNumbersAreRangeCheckedNotTruncated) {
                       "{\"prompt_ids\": [1], \"temperature\": -1}\n"
                       "{\"prompt_ids\": [1], \"logprobs\": 1000000}\n"
                       "{\"prompt_ids\": [1], \"seed\": 18446744073709551615, \"max_tokens\": 1}\n");
-  auto r = run_command(generate("--prompts-file " + file + " --json"), true);
+  auto r = run_command(generate("--prompts-file " + file + " --json"));
   EXPECT_EQ(r.exit_code, 1);
   const auto lines = json_lines(r.output);
   ASSERT_EQ(lines.size(), 9u) << r.output;
@@ -206,7 +213,7 @@ TEST_F(CliBadInput, InvalidUtf8PromptsAndFileNames) {
   // throw (an "internal error", exit 3).
   const std::string file = (dir_.path() / "bad\xFF.jsonl").string();
   testing::write_file(file, "{\"prompt_ids\": [1], \"bogus\": 1}\n");
-  r = run_command(generate("--prompts-file '" + file + "' --json"), true);
+  r = run_command(generate("--prompts-file '" + file + "' --json"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   const auto bad = json_lines(r.output);
   ASSERT_EQ(bad.size(), 1u) << r.output;

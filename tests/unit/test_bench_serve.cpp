@@ -203,5 +203,23 @@ TEST(BenchArrivals, PoissonIsSeededIncreasingAndHasTheRequestedRate) {
   EXPECT_NEAR(a.back(), 400.0, 15.0);
 }
 
+// `bench serve --compare-cache` used to print "outputs identical: NO" and exit 0.
+TEST(BenchFailure, DifferingOutputsOrAFailedRequestFailTheRun) {
+  RunResult on, off;
+  RequestRecord r;
+  r.submitted = true;
+  r.output = {1, 2, 3};
+  on.requests = {r, r};
+  off.requests = {r, r};
+  const std::vector<const RunResult*> runs = {&on, &off};
+  EXPECT_EQ(failure(runs, same_outputs(on, off)), "");
+  EXPECT_EQ(failure(runs, std::nullopt), "");
+  off.requests[1].output = {1, 2, 4};
+  EXPECT_THAT(failure(runs, same_outputs(on, off)), HasSubstr("differ"));
+  off.requests[1].error = "boom";
+  off.requests[1].finish_reason = FinishReason::kError;
+  EXPECT_THAT(failure(runs, same_outputs(on, off)), HasSubstr("1 request(s) failed; the first: boom"));
+}
+
 }  // namespace
 }  // namespace cachet::tools::bench
