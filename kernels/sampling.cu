@@ -532,8 +532,9 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(SampleParams p) {
 
   // Pass 1: the argmax (the largest composite), the composite range, +inf and finite counts.
   u64 top = 0, min_c = ~u64{0}, min_fin = ~u64{0};
-  u32 num_fin = 0, num_pos_inf = 0;
+  u32 num_fin = 0, num_pos_inf = 0, num_nonfinite = 0;
   for_each_token(r, [&](std::int32_t id, float raw) {
+    num_nonfinite += !isfinite(raw);
     const float x = clean(raw);
     const u64 c = composite(x, id);
     top = c > top ? c : top;
@@ -549,7 +550,10 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(SampleParams p) {
   r.min_fin_c = block_reduce(min_fin, MinOp{});
   num_fin = block_reduce(num_fin, SumOp{});
   num_pos_inf = block_reduce(num_pos_inf, SumOp{});
+  num_nonfinite = block_reduce(num_nonfinite, SumOp{});
   r.m = x_of(r.top_c);
+  if (p.nonfinite != nullptr && threadIdx.x == 0)
+    p.nonfinite[row] = static_cast<std::int32_t>(num_nonfinite);
 
   const bool want_logprobs = rp.num_logprobs >= 0;
   LogprobCtx lp{r.m, id_of(r.top_c), num_pos_inf, 0.0};

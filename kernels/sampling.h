@@ -42,6 +42,9 @@ struct SampleParams {
   float* token_logprob = nullptr;     // [num_rows] log_softmax(logits)[token], or null
   std::int32_t* top_ids = nullptr;    // [num_rows, max_logprobs], or null (max_logprobs 0)
   float* top_logprobs = nullptr;      // [num_rows, max_logprobs], or null (max_logprobs 0)
+  // [num_rows] how many logits of the row are NaN or +-inf, or null. Sampling treats NaN as
+  // -inf; a caller that must not sample from a broken row (debug_poison_kv) checks this.
+  std::int32_t* nonfinite = nullptr;
   std::int32_t num_rows = 0;
   std::int32_t vocab = 0;
   // Width of the top_ids / top_logprobs rows, <= kMaxSampleLogprobs. A row's first

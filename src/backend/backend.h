@@ -65,6 +65,8 @@ struct SampledToken {
   float logprob = 0.0f;          // log_softmax(logits)[token] when num_logprobs >= 0
   std::vector<TokenId> top_ids;  // the top num_logprobs, descending, ties lower id first
   std::vector<float> top_logprobs;
+  // How many logits of the row were NaN or +-inf (the host path checks the logits itself).
+  std::int32_t num_nonfinite = 0;
 };
 
 // A backend failure after which the backend cannot run anything more (a sticky CUDA error:

@@ -267,17 +267,15 @@ void EngineCore::run_step() {
       finish(*s.seq, FinishReason::kError, fmt::format("forward pass failed: {}", e.what()));
     return;
   }
-  if (config_.debug_poison_kv && !on_device) {
-    for (std::size_t i = 0; i < logits_.size(); ++i) {
-      if (!std::isfinite(logits_[i])) {
-        const std::string why = fmt::format(
-            "debug_poison_kv: logits row {} is not finite: the step read K/V that its block "
-            "table does not vouch for (a poisoned block)",
-            i / static_cast<std::size_t>(model_.vocab_size));
-        log_.error("{}", why);
-        for (const auto& s : step.seqs) finish(*s.seq, FinishReason::kError, why);
-        return;
-      }
+  if (config_.debug_poison_kv) {
+    if (const auto row = first_nonfinite_row(on_device)) {
+      const std::string why = fmt::format(
+          "debug_poison_kv: logits row {} is not finite: the step read K/V that its block "
+          "table does not vouch for (a poisoned block)",
+          *row);
+      log_.error("{}", why);
+      for (const auto& s : step.seqs) finish(*s.seq, FinishReason::kError, why);
+      return;
     }
   }
   scheduler_.commit(step);
@@ -333,6 +331,18 @@ void EngineCore::run_step() {
       report_tokens(seq);
     }
   }
+}
+
+std::optional<std::size_t> EngineCore::first_nonfinite_row(bool on_device) const {
+  if (on_device) {
+    // The device sampler counts them (it would otherwise sample a NaN row as if -inf).
+    for (std::size_t row = 0; row < sampled_.size(); ++row)
+      if (sampled_[row].num_nonfinite > 0) return row;
+    return std::nullopt;
+  }
+  for (std::size_t i = 0; i < logits_.size(); ++i)
+    if (!std::isfinite(logits_[i])) return i / static_cast<std::size_t>(model_.vocab_size);
+  return std::nullopt;
 }
 
 void EngineCore::check_integrity() {

@@ -67,6 +67,8 @@ class EngineCore {
   Delivery take_new_tokens(Sequence& seq);
   void report_tokens(Sequence& seq);
   void run_step();
+  // debug_poison_kv: the first logits row of the last forward pass with a NaN or +-inf.
+  std::optional<std::size_t> first_nonfinite_row(bool on_device) const;
   void check_integrity();
 
   EngineConfig config_;

@@ -93,6 +93,7 @@ struct Outputs {
   std::vector<float> token_logprob;
   std::vector<std::int32_t> top_ids;
   std::vector<float> top_logprobs;
+  std::vector<std::int32_t> nonfinite;
 };
 
 // Runs the sampler over `draws` (one logits row each, rows padded to `stride`).
@@ -112,6 +113,7 @@ void run_gpu(const std::vector<Draw>& draws, std::int32_t vocab, std::int64_t st
   const std::size_t top_size = std::size_t(n) * std::max(max_logprobs, 1);
   DeviceBuffer<std::int32_t> d_top_ids(std::vector<std::int32_t>(top_size, -7));
   DeviceBuffer<float> d_top_lp(std::vector<float>(top_size, 123.0f));
+  DeviceBuffer<std::int32_t> d_nonfinite(std::vector<std::int32_t>(n, -7));
   SampleParams p;
   p.logits = d_logits.get();
   p.row_stride = stride;
@@ -120,6 +122,7 @@ void run_gpu(const std::vector<Draw>& draws, std::int32_t vocab, std::int64_t st
   p.token_logprob = d_token_lp.get();
   p.top_ids = d_top_ids.get();
   p.top_logprobs = d_top_lp.get();
+  p.nonfinite = d_nonfinite.get();
   p.num_rows = n;
   p.vocab = vocab;
   p.max_logprobs = max_logprobs;
@@ -129,6 +132,7 @@ void run_gpu(const std::vector<Draw>& draws, std::int32_t vocab, std::int64_t st
   out.token_logprob = d_token_lp.download();
   out.top_ids = d_top_ids.download();
   out.top_logprobs = d_top_lp.download();
+  out.nonfinite = d_nonfinite.download();
 }
 
 SamplingParams host_params(const SamplingRow& r) {
@@ -321,6 +325,30 @@ TEST(CudaSampling, IsDeterministic) {
   EXPECT_EQ(a.top_ids, b.top_ids);
   for (std::size_t i = 0; i < a.token_logprob.size(); ++i) {
     EXPECT_EQ(a.token_logprob[i], b.token_logprob[i]);
+  }
+}
+
+// debug_poison_kv relies on it: the device sampler turns NaN into -inf (an all-NaN row
+// samples token 0), so it must say how many logits of each row were not finite.
+TEST(CudaSampling, CountsTheNonFiniteLogitsOfEachRow) {
+  CACHET_REQUIRE_GPU();
+  std::mt19937_64 rng(15);
+  const std::int32_t vocab = 3001;
+  std::vector<Draw> draws;
+  for (int i = 0; i < 12; ++i) {
+    std::vector<float> x = make_logits(RowKind::kGaussian, vocab, rng);
+    const int bad = i < 3 ? 0 : i < 9 ? i : vocab;  // none, a few, every one
+    for (int k = 0; k < bad; ++k)
+      x[static_cast<std::size_t>(rng() % vocab)] = k % 3 == 0 ? kNaN : k % 3 == 1 ? kInf : -kInf;
+    const bool greedy = i % 2 == 0;
+    draws.push_back({std::move(x), SamplingRow{greedy ? 0.0f : 1.0f, 0, 1.0f, 0.0f, rng(), 0, 2}});
+  }
+  Outputs out;
+  run_gpu(draws, vocab, vocab + 3, 2, out);
+  for (std::size_t i = 0; i < draws.size(); ++i) {
+    const auto expected = std::count_if(draws[i].logits.begin(), draws[i].logits.end(),
+                                        [](float v) { return !std::isfinite(v); });
+    EXPECT_EQ(out.nonfinite[i], expected) << "row " << i;
   }
 }
 

@@ -207,6 +207,7 @@ class CudaBackend final : public Backend {
     float* token_logprob;
     std::int32_t* top_ids;  // [rows, kMaxSampleLogprobs]
     float* top_logprobs;    // [rows, kMaxSampleLogprobs]
+    std::int32_t* nonfinite;  // [rows] NaN / +-inf logits per row
   };
   DeviceBuffer sample_dev_;
   PinnedBuffer sample_host_;
@@ -501,7 +502,8 @@ void CudaBackend::allocate_workspace() {
     const std::size_t K = kernels::kMaxSampleLogprobs;
     const std::size_t rows_bytes = align_up(R * sizeof(kernels::SamplingRow));
     const std::size_t tok = align_up(R * 4), lp = align_up(R * 4), ids = align_up(R * K * 4);
-    const std::size_t total_s = rows_bytes + tok + lp + ids + align_up(R * K * 4);
+    const std::size_t top_lp = align_up(R * K * 4), bad = align_up(R * 4);
+    const std::size_t total_s = rows_bytes + tok + lp + ids + top_lp + bad;
     sample_dev_ = DeviceBuffer(total_s, "the sampling buffers");
     sample_host_ = PinnedBuffer(total_s, "the sampling mirror");
     const auto carve_s = [&](char* b) {
@@ -509,7 +511,8 @@ void CudaBackend::allocate_workspace() {
                       reinterpret_cast<std::int32_t*>(b + rows_bytes),
                       reinterpret_cast<float*>(b + rows_bytes + tok),
                       reinterpret_cast<std::int32_t*>(b + rows_bytes + tok + lp),
-                      reinterpret_cast<float*>(b + rows_bytes + tok + lp + ids)};
+                      reinterpret_cast<float*>(b + rows_bytes + tok + lp + ids),
+                      reinterpret_cast<std::int32_t*>(b + rows_bytes + tok + lp + ids + top_lp)};
     };
     sample_ = carve_s(sample_dev_.as<char>());
     sample_mirror_ = carve_s(sample_host_.as<char>());
@@ -894,6 +897,7 @@ void CudaBackend::forward_sample(const ForwardBatch& batch, const std::vector<Sa
     // Rows are kMaxSampleLogprobs wide; each row's num_logprobs decides the work.
     sp.top_ids = sample_.top_ids;
     sp.top_logprobs = sample_.top_logprobs;
+    sp.nonfinite = sample_.nonfinite;
     sp.num_rows = rows;
     sp.vocab = static_cast<std::int32_t>(vocab_);
     sp.max_logprobs = kernels::kMaxSampleLogprobs;
@@ -910,6 +914,7 @@ void CudaBackend::forward_sample(const ForwardBatch& batch, const std::vector<Sa
       const SampleSpec& spec = specs[static_cast<std::size_t>(first + r)];
       t.token = sample_mirror_.tokens[r];
       t.logprob = sample_mirror_.token_logprob[r];
+      t.num_nonfinite = sample_mirror_.nonfinite[r];
       t.top_ids.clear();
       t.top_logprobs.clear();
       for (std::int32_t i = 0; i < spec.num_logprobs; ++i) {
