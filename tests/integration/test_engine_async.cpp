@@ -348,9 +348,16 @@ TEST(EngineAsync, AbortMidPrefillEndsTheRequestOnceAndLeavesOthersAlone) {
       abort_result = engine.abort(long_id);
     }
   };
+  // The engine's thread is parked until all three are submitted, so they start together
+  // (otherwise a bystander may run ahead and finish before S's third token).
+  Signal all_submitted;
+  engine.submit({prompt(91, 2, m.vocab()), greedy(1), {}}, [&](const RequestUpdate& u) {
+    if (u.finished) all_submitted.wait();
+  });
   std::vector<Trace> others(2);
   for (std::size_t i = 0; i < 2; ++i) submit_traced(engine, bystanders(m.vocab())[i], others[i]);
   engine.submit({prompt(90, 3, m.vocab()), greedy(20), {}}, s_callback);
+  all_submitted.raise();
 
   ASSERT_TRUE(s_trace.wait_final());
   ASSERT_TRUE(long_trace.wait_final());
