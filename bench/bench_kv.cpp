@@ -261,8 +261,12 @@ void BM_IntegrityCheck(benchmark::State& state) {
   state.counters["per_block"] =
       time_per(static_cast<double>(state.iterations()) * world.kv().pool().num_blocks());
 }
-BENCHMARK(BM_IntegrityCheck)->ArgName("running")->Arg(16)->Arg(256)->Arg(1024)->Unit(
-    benchmark::kMicrosecond);
+BENCHMARK(BM_IntegrityCheck)
+    ->ArgName("running")
+    ->Arg(16)
+    ->Arg(256)
+    ->Arg(1024)
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

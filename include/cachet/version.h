@@ -11,8 +11,8 @@
 #define CACHET_VERSION_STRINGIFY_(x) #x
 #define CACHET_VERSION_STRINGIFY(x) CACHET_VERSION_STRINGIFY_(x)
 // "MAJOR.MINOR.PATCH" of the headers.
-#define CACHET_VERSION_STRING                                           \
-  CACHET_VERSION_STRINGIFY(CACHET_VERSION_MAJOR)                        \
+#define CACHET_VERSION_STRING                                                      \
+  CACHET_VERSION_STRINGIFY(CACHET_VERSION_MAJOR)                                   \
   "." CACHET_VERSION_STRINGIFY(CACHET_VERSION_MINOR) "." CACHET_VERSION_STRINGIFY( \
       CACHET_VERSION_PATCH)
 

@@ -90,8 +90,8 @@ void Engine::Impl::build(const EngineConfig& config, const engine::BackendWrappe
   info = parts.info;
   tokenizer = parts.tokenizer;
   core = std::make_unique<engine::EngineCore>(config, info, std::move(parts.model),
-                                              std::move(parts.backend),
-                                              std::move(parts.tokenizer), log);
+                                              std::move(parts.backend), std::move(parts.tokenizer),
+                                              log);
   stats = core->stats();
 }
 
@@ -278,7 +278,8 @@ RequestId Engine::submit(Request request, RequestCallback callback) {
   {
     std::lock_guard lock(impl.mutex);
     throw_if_failed(impl.failure, "submit");
-    if (impl.stop) throw Error(ErrorCode::kUnavailable, "Engine::submit: the engine is shutting down");
+    if (impl.stop)
+      throw Error(ErrorCode::kUnavailable, "Engine::submit: the engine is shutting down");
     id = impl.next_id++;
     impl.live.emplace(id, shared);
     impl.inbox.push_back({id, std::move(request), std::move(shared), now, std::move(problem)});

@@ -153,8 +153,8 @@ std::unique_ptr<backend::Backend> make_cpu(const EngineConfig& config, const fs:
                 fmt::format("EngineConfig: kv_cache_bytes {} holds no KV block (one block of {} "
                             "tokens takes {} bytes)",
                             budget, config.block_size, block_bytes));
-  num_blocks = std::min<std::int64_t>(
-      num_blocks, std::numeric_limits<std::int32_t>::max() / config.block_size);
+  num_blocks = std::min<std::int64_t>(num_blocks,
+                                      std::numeric_limits<std::int32_t>::max() / config.block_size);
   backend::KvCacheSpec kv{model.num_layers, model.num_kv_heads, model.head_dim, config.block_size,
                           num_blocks};
   return backend::make_cpu_backend(model, std::move(weights), kv, threads);
@@ -213,8 +213,8 @@ EngineParts build_engine_parts(const EngineConfig& config, const util::Logger& l
   if (!parts.backend) parts.backend = make_cpu(config, dir, parts.model, threads, block_bytes);
   parts.info = describe(config, parts, max_len, threads, block_bytes);
   log.info("{} on {}: {} KV blocks of {} tokens ({:.1f} MiB), max_model_len {}, prefix caching {}",
-           parts.info.architecture, parts.info.backend, parts.info.num_kv_blocks,
-           config.block_size, parts.info.kv_cache_bytes / 1048576.0, max_len,
+           parts.info.architecture, parts.info.backend, parts.info.num_kv_blocks, config.block_size,
+           parts.info.kv_cache_bytes / 1048576.0, max_len,
            config.enable_prefix_caching ? "on" : "off");
   return parts;
 }

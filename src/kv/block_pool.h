@@ -116,9 +116,9 @@ class BlockPool {
   struct Block {
     std::int32_t ref_count = 0;
     std::uint64_t generation = 0;
-    std::optional<BlockHash> hash;      // set while registered
+    std::optional<BlockHash> hash;         // set while registered
     std::variant<SaltId, BlockRef> after;  // what its K/V follows, while registered
-    std::int32_t lru_prev = -1;         // intrusive LRU links (block indices, -1: none)
+    std::int32_t lru_prev = -1;            // intrusive LRU links (block indices, -1: none)
     std::int32_t lru_next = -1;
   };
   struct SaltHasher {

@@ -405,8 +405,7 @@ std::string failure(const std::vector<const RunResult*>& runs, std::optional<boo
         ++failed;
         if (!first) first = &q;
       }
-    if (first)
-      return fmt::format("{} request(s) failed; the first: {}", failed, first->error);
+    if (first) return fmt::format("{} request(s) failed; the first: {}", failed, first->error);
   }
   if (identical && !*identical)
     return "the outputs with the prefix cache on and off differ (they must be identical)";

@@ -28,8 +28,7 @@ void add_engine_flags(CLI::App& cmd, EngineFlags& f) {
   cmd.add_option("--dtype", f.dtype, "GPU element type: auto (bf16) | bf16 | fp16")
       ->check(CLI::IsMember({"auto", "bf16", "fp16"}))
       ->capture_default_str();
-  cmd.add_option("--cuda-device", f.config.cuda_device, "CUDA device index")
-      ->capture_default_str();
+  cmd.add_option("--cuda-device", f.config.cuda_device, "CUDA device index")->capture_default_str();
   cmd.add_flag("--no-cuda-graphs", f.no_cuda_graphs, "Run GPU decode steps without CUDA graphs");
   cmd.add_flag("--gemm-autotune", f.config.cuda_gemm_autotune,
                "Time cuBLASLt's candidate algorithms for the decode GEMMs at startup and keep "

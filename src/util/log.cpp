@@ -8,9 +8,7 @@ namespace {
 
 constexpr std::string_view kNames[] = {"trace", "debug", "info", "warn", "error", "off"};
 
-char letter(LogLevel level) {
-  return "TDIWEO"[static_cast<int>(level)];
-}
+char letter(LogLevel level) { return "TDIWEO"[static_cast<int>(level)]; }
 
 }  // namespace
 

@@ -141,8 +141,7 @@ TEST(Version, TheLibraryAndTheHeadersAgree) {
   EXPECT_EQ(v.major, CACHET_VERSION_MAJOR);
   EXPECT_EQ(v.minor, CACHET_VERSION_MINOR);
   EXPECT_EQ(v.patch, CACHET_VERSION_PATCH);
-  EXPECT_EQ(std::to_string(v.major) + "." + std::to_string(v.minor) + "." +
-                std::to_string(v.patch),
+  EXPECT_EQ(std::to_string(v.major) + "." + std::to_string(v.minor) + "." + std::to_string(v.patch),
             CACHET_VERSION_STRING);
 }
 

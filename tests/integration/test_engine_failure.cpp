@@ -160,7 +160,9 @@ void expect_engine_fails(Engine& engine, Gate& gate, int vocab, int n, const std
   EXPECT_THAT(health.error, HasSubstr("engine failed"));
   EXPECT_THAT(health.error, HasSubstr(cause));
   const std::string refused = testing::error_of(
-      [&] { engine.submit({prompt(99, 5, vocab), testing::greedy(2), {}, {}}, nullptr); },
+      [&] {
+        engine.submit({prompt(99, 5, vocab), testing::greedy(2), {}, {}}, nullptr);
+      },
       ErrorCode::kEngineFailed);
   EXPECT_THAT(refused, HasSubstr(cause));
   testing::error_of([&] { engine.generate({prompt(98, 5, vocab)}, testing::greedy(2)); },
@@ -171,10 +173,11 @@ void expect_engine_fails(Engine& engine, Gate& gate, int vocab, int n, const std
 TEST(EngineFailure, ADeviceLostInTheForwardPassFailsTheEngine) {
   TinyModel m;
   auto gate = std::make_shared<Gate>();
-  Engine engine = engine::EngineTestAccess::make(m.engine_config(), faulty(2, 0, gate, [] {
-    throw backend::FatalBackendError(ErrorCode::kInternal,
-                                     "cuda backend: attention failed: an illegal memory access");
-  }));
+  Engine engine = engine::EngineTestAccess::make(
+      m.engine_config(), faulty(2, 0, gate, [] {
+        throw backend::FatalBackendError(
+            ErrorCode::kInternal, "cuda backend: attention failed: an illegal memory access");
+      }));
   EXPECT_TRUE(engine.health().ok);
   expect_engine_fails(engine, *gate, m.vocab(), 5, "an illegal memory access");
 }
@@ -183,24 +186,24 @@ TEST(EngineFailure, AnExceptionOfAnyTypeOnTheEnginesThreadFailsTheEngine) {
   TinyModel m;
   // Thrown outside the forward pass's own error handling, and not a std::exception.
   auto gate = std::make_shared<Gate>();
-  Engine engine = engine::EngineTestAccess::make(m.engine_config(),
-                                                 faulty(0, 3, gate, [] { throw 42; }));
+  Engine engine =
+      engine::EngineTestAccess::make(m.engine_config(), faulty(0, 3, gate, [] { throw 42; }));
   expect_engine_fails(engine, *gate, m.vocab(), 4, "an exception of unknown type");
 }
 
 TEST(EngineFailure, AStdExceptionOutsideTheForwardPassFailsTheEngine) {
   TinyModel m;
   auto gate = std::make_shared<Gate>();
-  Engine engine = engine::EngineTestAccess::make(
-      m.engine_config(),
-      faulty(0, 2, gate, [] { throw std::logic_error("scheduler bookkeeping"); }));
+  Engine engine = engine::EngineTestAccess::make(m.engine_config(), faulty(0, 2, gate, [] {
+                                                   throw std::logic_error("scheduler bookkeeping");
+                                                 }));
   expect_engine_fails(engine, *gate, m.vocab(), 3, "scheduler bookkeeping");
 }
 
 TEST(EngineFailure, ABrokenBlockInvariantFailsTheEngineInsteadOfAborting) {
   TinyModel m;
-  std::unique_ptr<Engine> engine = std::make_unique<Engine>(engine::EngineTestAccess::make(
-      m.engine_config(), engine::BackendWrapper{}));
+  std::unique_ptr<Engine> engine = std::make_unique<Engine>(
+      engine::EngineTestAccess::make(m.engine_config(), engine::BackendWrapper{}));
   ASSERT_TRUE(m.engine_config().check_kv_integrity);
   Updates updates;
   for (int i = 1; i < 4; ++i)
@@ -210,15 +213,14 @@ TEST(EngineFailure, ABrokenBlockInvariantFailsTheEngineInsteadOfAborting) {
   // to a block that no block table holds; the check after that step finds it.
   bool corrupted = false;
   auto record = updates.callback_for(0);
-  engine->submit({prompt(0, 9, m.vocab()), testing::greedy(30), {}, {}},
-                 [&](const RequestUpdate& u) {
-                   if (!corrupted && !u.finished) {
-                     corrupted = true;
-                     engine::EngineTestAccess::core(*engine).block_pool_for_testing().ref(
-                         kv::BlockId{0});
-                   }
-                   record(u);
-                 });
+  engine->submit(
+      {prompt(0, 9, m.vocab()), testing::greedy(30), {}, {}}, [&](const RequestUpdate& u) {
+        if (!corrupted && !u.finished) {
+          corrupted = true;
+          engine::EngineTestAccess::core(*engine).block_pool_for_testing().ref(kv::BlockId{0});
+        }
+        record(u);
+      });
   ASSERT_TRUE(updates.wait_for_finals(4));
   for (const auto& [i, r] : updates.snapshot()) {
     EXPECT_EQ(r.finals, 1) << "request " << i;
@@ -233,9 +235,9 @@ TEST(EngineFailure, AForwardPassFailingForOneStepFailsOnlyItsRequests) {
   TinyModel m;
   auto gate = std::make_shared<Gate>();
   gate->release();
-  Engine engine = engine::EngineTestAccess::make(
-      m.engine_config(),
-      faulty(1, 0, gate, [] { throw std::runtime_error("workspace too small"); }));
+  Engine engine = engine::EngineTestAccess::make(m.engine_config(), faulty(1, 0, gate, [] {
+                                                   throw std::runtime_error("workspace too small");
+                                                 }));
   auto out = engine.generate({prompt(1, 8, m.vocab())}, testing::greedy(3));
   EXPECT_EQ(out[0].finish_reason, FinishReason::kError);
   EXPECT_THAT(out[0].error, HasSubstr("forward pass failed: workspace too small"));

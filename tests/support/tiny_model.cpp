@@ -20,7 +20,7 @@ EngineConfig TinyModel::engine_config(std::int32_t block_size, bool caching, int
   c.enable_prefix_caching = caching;
   c.kv_cache_bytes = 8 << 20;
   c.num_threads = threads;
-  c.debug_poison_kv = true;  // any read of K/V the block table does not vouch for fails
+  c.debug_poison_kv = true;     // any read of K/V the block table does not vouch for fails
   c.check_kv_integrity = true;  // block accounting after every step: a violation fails
   return c;
 }

@@ -218,7 +218,8 @@ TEST(BenchFailure, DifferingOutputsOrAFailedRequestFailTheRun) {
   EXPECT_THAT(failure(runs, same_outputs(on, off)), HasSubstr("differ"));
   off.requests[1].error = "boom";
   off.requests[1].finish_reason = FinishReason::kError;
-  EXPECT_THAT(failure(runs, same_outputs(on, off)), HasSubstr("1 request(s) failed; the first: boom"));
+  EXPECT_THAT(failure(runs, same_outputs(on, off)),
+              HasSubstr("1 request(s) failed; the first: boom"));
 }
 
 }  // namespace

@@ -1,10 +1,9 @@
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <functional>
 #include <set>
 #include <string>
-
-#include <gmock/gmock.h>
 
 #include "cachet/errors.h"
 #include "kv/block_pool.h"
@@ -29,7 +28,8 @@ std::vector<BlockHash> register_chain(BlockPool& pool, const std::vector<BlockId
   std::vector<BlockHash> hashes;
   for (std::size_t i = 0; i < chain.size(); ++i) {
     auto tokens = block_tokens(base + 100 * static_cast<TokenId>(i));
-    hashes.push_back(i == 0 ? hash_first_block(tokens, "") : hash_next_block(hashes.back(), tokens));
+    hashes.push_back(i == 0 ? hash_first_block(tokens, "")
+                            : hash_next_block(hashes.back(), tokens));
     EXPECT_EQ(pool.register_block(chain[i], hashes.back(), link_in(pool, chain, i), tokens),
               chain[i]);
   }
@@ -80,8 +80,8 @@ TEST(BlockPool, RegisteredBlocksStayCachedAndAreFoundExactly) {
   EXPECT_FALSE(pool.lookup(hashes[0], ChainLink::first(""), block_tokens(1)).has_value());
   EXPECT_FALSE(pool.lookup(hashes[0], ChainLink::first("s"), block_tokens(0)).has_value());
   EXPECT_FALSE(pool.lookup(hashes[1], ChainLink::first(""), block_tokens(100)).has_value());
-  EXPECT_FALSE(
-      pool.lookup(hashes[1], ChainLink::after(pool.ref_of(chain[1])), block_tokens(100)).has_value());
+  EXPECT_FALSE(pool.lookup(hashes[1], ChainLink::after(pool.ref_of(chain[1])), block_tokens(100))
+                   .has_value());
   // A hit takes the block out of the LRU.
   pool.ref(chain[0]);
   EXPECT_EQ(pool.num_cached(), 1);

@@ -205,8 +205,8 @@ class CudaBackend final : public Backend {
     kernels::SamplingRow* rows;
     std::int32_t* tokens;
     float* token_logprob;
-    std::int32_t* top_ids;  // [rows, kMaxSampleLogprobs]
-    float* top_logprobs;    // [rows, kMaxSampleLogprobs]
+    std::int32_t* top_ids;    // [rows, kMaxSampleLogprobs]
+    float* top_logprobs;      // [rows, kMaxSampleLogprobs]
     std::int32_t* nonfinite;  // [rows] NaN / +-inf logits per row
   };
   DeviceBuffer sample_dev_;
@@ -326,12 +326,13 @@ CudaBackend::CudaBackend(const model::ModelConfig& config, model::ModelWeights w
   std::size_t free_bytes = 0, total = 0;
   check(cudaMemGetInfo(&free_bytes, &total), "cudaMemGetInfo");
   plan_.free_bytes_after = static_cast<std::int64_t>(free_bytes);
-  if (options.log) options.log->info(
-      "cuda backend on {} ({} SMs): {} weights {:.2f} GiB, workspace {:.1f} MiB, KV cache "
-      "{:.2f} GiB ({} blocks of {}), {} decode graphs, {:.2f} GiB of {:.2f} GiB free",
-      prop.name, num_sms_, dtype_name(dtype_), plan_.weight_bytes / 1073741824.0,
-      plan_.workspace_bytes / 1048576.0, plan_.kv_cache_bytes / 1073741824.0, kv_.num_blocks,
-      kv_.block_size, plan_.num_graphs, free_bytes / 1073741824.0, total / 1073741824.0);
+  if (options.log)
+    options.log->info(
+        "cuda backend on {} ({} SMs): {} weights {:.2f} GiB, workspace {:.1f} MiB, KV cache "
+        "{:.2f} GiB ({} blocks of {}), {} decode graphs, {:.2f} GiB of {:.2f} GiB free",
+        prop.name, num_sms_, dtype_name(dtype_), plan_.weight_bytes / 1073741824.0,
+        plan_.workspace_bytes / 1048576.0, plan_.kv_cache_bytes / 1073741824.0, kv_.num_blocks,
+        kv_.block_size, plan_.num_graphs, free_bytes / 1073741824.0, total / 1073741824.0);
 }
 
 CudaBackend::~CudaBackend() {
@@ -746,12 +747,13 @@ void CudaBackend::tune_gemms() {
       plan_.gemm_tuned_us += r.chosen_us;
     }
   }
-  if (options_.log) options_.log->info(
-      "cuda backend: GEMM autotuning timed {} decode shapes and changed the algorithm of {} "
-      "({} to cachet's GEMV); summed over the shapes, {:.1f} us with cuBLASLt's heuristic "
-      "choices, {:.1f} us tuned",
-      plan_.gemm_shapes_tuned, plan_.gemm_shapes_changed, plan_.gemm_shapes_gemv,
-      plan_.gemm_heuristic_us, plan_.gemm_tuned_us);
+  if (options_.log)
+    options_.log->info(
+        "cuda backend: GEMM autotuning timed {} decode shapes and changed the algorithm of {} "
+        "({} to cachet's GEMV); summed over the shapes, {:.1f} us with cuBLASLt's heuristic "
+        "choices, {:.1f} us tuned",
+        plan_.gemm_shapes_tuned, plan_.gemm_shapes_changed, plan_.gemm_shapes_gemv,
+        plan_.gemm_heuristic_us, plan_.gemm_tuned_us);
 }
 
 void CudaBackend::capture_graphs() {

@@ -191,12 +191,13 @@ const Gemm::Plan& Gemm::plan(std::int64_t m, std::int64_t n, std::int64_t k, boo
     if (r.candidates > 0) {
       p->algo = results[r.chosen].algo;
       p->gemv = r.gemv;
-      if (log_) log_->debug(
-          "GEMM autotune M {} N {} K {}{}: {} of {} timed, {:.1f} us (cuBLASLt's heuristic "
-          "first choice: {:.1f} us)",
-          m, n, k, accumulate ? " (accumulate)" : "",
-          r.gemv ? std::string("cachet's GEMV") : fmt::format("cuBLASLt algorithm {}", r.chosen),
-          r.candidates, r.chosen_us, r.heuristic_us);
+      if (log_)
+        log_->debug(
+            "GEMM autotune M {} N {} K {}{}: {} of {} timed, {:.1f} us (cuBLASLt's heuristic "
+            "first choice: {:.1f} us)",
+            m, n, k, accumulate ? " (accumulate)" : "",
+            r.gemv ? std::string("cachet's GEMV") : fmt::format("cuBLASLt algorithm {}", r.chosen),
+            r.candidates, r.chosen_us, r.heuristic_us);
       tune_results_.push_back(r);
     }
   }
