@@ -215,18 +215,8 @@ void Engine::Impl::fail(const std::string& reason) {
     failure = why;
     inbox.clear();  // submitted but never added: their ids are in `live`, handled below
     aborts.clear();
-    for (const auto& [id, callback] : live) {
-      if (finished.contains(id)) continue;
-      engine::Delivery d;
-      d.callback = callback;
-      d.update.id = id;
-      d.update.finished = true;
-      d.output = std::make_unique<RequestOutput>();
-      d.output->finish_reason = FinishReason::kError;
-      d.output->error = why;
-      d.update.output = d.output.get();
-      out.push_back(std::move(d));
-    }
+    for (const auto& [id, callback] : live)
+      if (!finished.contains(id)) out.push_back(engine::bare_error(id, callback, why));
   }
   deliver(std::move(out));
 }

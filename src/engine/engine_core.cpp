@@ -49,6 +49,19 @@ EngineCore::EngineCore(const EngineConfig& config, const EngineInfo& info, model
   }
 }
 
+Delivery bare_error(RequestId id, std::shared_ptr<RequestCallback> callback,
+                    const std::string& why) {
+  Delivery d;
+  d.callback = std::move(callback);
+  d.update.id = id;
+  d.update.finished = true;
+  d.output = std::make_unique<RequestOutput>();
+  d.output->finish_reason = FinishReason::kError;
+  d.output->error = why;
+  d.update.output = d.output.get();
+  return d;
+}
+
 std::string tokenize_prompt(Request& r, const Tokenizer* tokenizer) {
   if (!r.prompt_token_ids.empty()) {
     if (!r.prompt.empty()) return "give either prompt (text) or prompt_token_ids, not both";
@@ -187,15 +200,7 @@ void EngineCore::abandon(const std::string& why) {
       deliveries_.push_back(final_delivery(*seq, FinishReason::kError, why));
     } catch (...) {
       // Even the output cannot be put together: the final update carries the reason alone.
-      Delivery d;
-      d.callback = seq->callback;
-      d.update.id = id;
-      d.update.finished = true;
-      d.output = std::make_unique<RequestOutput>();
-      d.output->finish_reason = FinishReason::kError;
-      d.output->error = why;
-      d.update.output = d.output.get();
-      deliveries_.push_back(std::move(d));
+      deliveries_.push_back(bare_error(id, seq->callback, why));
     }
     ++num_finished_;
   }

@@ -30,6 +30,11 @@ struct Delivery {
   std::unique_ptr<RequestOutput> output;  // set when update.finished
 };
 
+// A final update that carries nothing but FinishReason::kError and `why`: for a request
+// whose output cannot be put together (the engine failed).
+Delivery bare_error(RequestId id, std::shared_ptr<RequestCallback> callback,
+                    const std::string& why);
+
 class EngineCore {
  public:
   // `log` must outlive the core.

@@ -24,10 +24,12 @@
 #include "model/make_model.h"
 #include "sampling.h"
 #include "support/test_support.h"
+#include "support/tiny_model.h"
 
 namespace cachet {
 namespace {
 
+using testing::greedy;
 using ::testing::HasSubstr;
 
 struct SmallGpuModel {
@@ -53,14 +55,6 @@ struct SmallGpuModel {
     return c;
   }
 };
-
-SamplingParams greedy(int max_tokens) {
-  SamplingParams p;
-  p.temperature = 0.0f;
-  p.max_tokens = max_tokens;
-  p.ignore_eos = true;
-  return p;
-}
 
 // Delegates to the CUDA backend; before its `at`-th forward_sample (1-based) it runs
 // `before(inner)`.

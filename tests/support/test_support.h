@@ -44,6 +44,10 @@ std::string error_of(F&& f, ErrorCode code) {
   return "";
 }
 
+// Restricts the calling thread to the first CPU of its affinity mask. False (and nothing
+// changed) when the mask has a single CPU or the kernel refuses.
+bool pin_to_one_cpu();
+
 // tests/data in the source tree.
 std::filesystem::path test_data_dir();
 

@@ -65,15 +65,7 @@ TEST(UsableCpus, FollowsThisThreadsAffinityMask) {
   const int before = util::usable_cpus();
   EXPECT_GE(before, 1);
   EXPECT_LE(before, CPU_COUNT(&all));
-  if (CPU_COUNT(&all) < 2) GTEST_SKIP() << "one CPU: nothing to restrict";
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
-    if (CPU_ISSET(cpu, &all)) {
-      CPU_SET(cpu, &one);
-      break;
-    }
-  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+  if (!testing::pin_to_one_cpu()) GTEST_SKIP() << "one CPU: nothing to restrict";
   const int pinned = util::usable_cpus();
   ASSERT_EQ(sched_setaffinity(0, sizeof all, &all), 0);
   EXPECT_EQ(pinned, 1);
