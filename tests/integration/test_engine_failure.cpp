@@ -206,26 +206,40 @@ TEST(EngineFailure, ABrokenBlockInvariantFailsTheEngineInsteadOfAborting) {
       engine::EngineTestAccess::make(m.engine_config(), engine::BackendWrapper{}));
   ASSERT_TRUE(m.engine_config().check_kv_integrity);
   Updates updates;
+  // The engine's thread waits in a first request's final callback until all four are in, so
+  // none can run to completion before the corruption.
+  Gate all_submitted;
+  engine->submit({prompt(9, 2, m.vocab()), testing::greedy(1), {}, {}},
+                 [&](const RequestUpdate& u) {
+                   if (u.finished) all_submitted.wait();
+                 });
   for (int i = 1; i < 4; ++i)
     engine->submit({prompt(i, 20, m.vocab()), testing::greedy(30), {}, {}},
                    updates.callback_for(i));
-  // Submitted last: on its first token (the engine's thread), the request takes a reference
-  // to a block that no block table holds; the check after that step finds it.
+  // On its first token (the engine's thread), the request takes one more reference to a
+  // block in use, which no block table holds; the check after that step finds it.
   bool corrupted = false;
   auto record = updates.callback_for(0);
   engine->submit(
       {prompt(0, 9, m.vocab()), testing::greedy(30), {}, {}}, [&](const RequestUpdate& u) {
         if (!corrupted && !u.finished) {
           corrupted = true;
-          engine::EngineTestAccess::core(*engine).block_pool_for_testing().ref(kv::BlockId{0});
+          kv::BlockPool& pool = engine::EngineTestAccess::core(*engine).block_pool_for_testing();
+          for (std::int32_t b = 0; b < pool.num_blocks(); ++b)
+            if (pool.ref_count(kv::BlockId{b}) > 0) {
+              pool.ref(kv::BlockId{b});
+              break;
+            }
         }
         record(u);
       });
+  all_submitted.release();
   ASSERT_TRUE(updates.wait_for_finals(4));
   for (const auto& [i, r] : updates.snapshot()) {
     EXPECT_EQ(r.finals, 1) << "request " << i;
     EXPECT_EQ(r.output.finish_reason, FinishReason::kError) << "request " << i;
-    EXPECT_THAT(r.output.error, HasSubstr("ref count differs from block-table references"));
+    EXPECT_THAT(r.output.error, HasSubstr("ref count differs from block-table references"))
+        << "request " << i;
   }
   EXPECT_THAT(engine->health().error, HasSubstr("KV block pool integrity violated"));
   engine.reset();  // a failed engine is destroyed like any other
