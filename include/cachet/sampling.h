@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -10,9 +11,11 @@
 
 namespace cachet {
 
-// How one request picks its tokens and when it stops. Filters apply in this order to the
-// logits divided by `temperature`: top_k, then top_p, then min_p (the order of Hugging
-// Face's logits warpers); the token is drawn from what survives.
+// How one request picks its tokens and when it stops. The model's logits go through, in
+// vLLM's order: min_tokens (EOS and stop ids masked), logit_bias, then the repetition,
+// frequency and presence penalties; then temperature and the filters top_k, top_p, min_p
+// (the order of Hugging Face's logits warpers); the token is drawn from what survives.
+// Logprobs are always those of the model's raw logits, before any of this.
 struct SamplingParams {
   // Softmax temperature, >= 0. 0 means greedy (argmax; ties go to the lowest id).
   float temperature = 1.0f;
@@ -28,6 +31,23 @@ struct SamplingParams {
   std::optional<std::uint64_t> seed;
   // Maximum number of generated tokens, >= 1.
   std::int32_t max_tokens = 16;
+  // The model's EOS tokens (unless ignore_eos) and stop_token_ids cannot be generated before
+  // this many tokens are (their logits are -inf until then), as vLLM's min_tokens. In
+  // [0, max_tokens]. Stop strings are not held back.
+  std::int32_t min_tokens = 0;
+  // Token id -> a bias added to its logit, as the OpenAI API's logit_bias: -100 all but
+  // bans a token, +100 all but forces it. Ids in the vocabulary, biases in [-100, 100].
+  std::map<TokenId, float> logit_bias;
+  // Hugging Face's / vLLM's repetition penalty: the logit of every token that occurs in the
+  // prompt or in the output so far is divided by it when positive and multiplied by it
+  // when negative. > 0; 1 is off, > 1 discourages repetition.
+  float repetition_penalty = 1.0f;
+  // OpenAI's: subtracted once from the logit of every token generated so far (the prompt
+  // does not count). In [-2, 2]; 0 is off.
+  float presence_penalty = 0.0f;
+  // OpenAI's: subtracted from a token's logit once per time it was generated so far. In
+  // [-2, 2]; 0 is off.
+  float frequency_penalty = 0.0f;
   // Tokens that end the request (in addition to the model's EOS); the stop token is
   // included in the output ids.
   std::vector<TokenId> stop_token_ids;

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "engine/batch_builder.h"
+#include "sampling/logits_processors.h"
 #include "sampling/sampler.h"
 #include "util/log.h"
 
@@ -241,11 +242,7 @@ void EngineCore::run_step() {
     for (kv::BlockId id : kv_.pool().take_freed()) freed.push_back(id.value);
     if (!freed.empty()) backend_->poison_blocks(freed);
   }
-  // Backends that sample next to the logits do so unless a row wants prompt logprobs (the
-  // logprob of a given token, which only the host path computes).
-  bool on_device = backend_->samples_on_device();
-  for (const LogitsUse& use : built.uses)
-    if (use.kind == LogitsUse::Kind::kPromptLogprob) on_device = false;
+  const bool on_device = sample_on_device(built);
   try {
     if (on_device) {
       specs_.resize(built.uses.size());
@@ -312,8 +309,7 @@ void EngineCore::run_step() {
             sampling::top_logprobs(logits, *seq.params.prompt_logprobs, next);
         continue;
       }
-      token = sampling::sample(logits, seq.params, seq.seed,
-                               static_cast<std::uint64_t>(seq.num_generated()));
+      token = sample_on_host(seq, logits);
       if (seq.params.logprobs)
         seq.output.logprobs.push_back(sampling::top_logprobs(logits, *seq.params.logprobs, token));
     }
@@ -336,6 +332,32 @@ void EngineCore::run_step() {
       report_tokens(seq);
     }
   }
+}
+
+// Backends that sample next to the logits do so unless a row wants prompt logprobs (the
+// logprob of a given token) or logits processing (logit_bias, penalties, min_tokens), which
+// only the host path implements so far.
+bool EngineCore::sample_on_device(const BuiltBatch& built) const {
+  if (!backend_->samples_on_device()) return false;
+  for (const LogitsUse& use : built.uses) {
+    if (use.kind == LogitsUse::Kind::kPromptLogprob) return false;
+    if (sampling::processes_logits(use.seq->params, use.seq->num_generated())) return false;
+  }
+  return true;
+}
+
+// The token for `seq` from its raw logits row: processed (logits_processors.h) in a copy
+// when the request asks for it, so that logprobs stay those of the raw logits.
+TokenId EngineCore::sample_on_host(const Sequence& seq, std::span<const float> logits) {
+  const auto counter = static_cast<std::uint64_t>(seq.num_generated());
+  if (!sampling::processes_logits(seq.params, seq.num_generated()))
+    return sampling::sample(logits, seq.params, seq.seed, counter);
+  processed_.assign(logits.begin(), logits.end());
+  const std::span<const TokenId> all(seq.tokens);
+  const auto prompt = static_cast<std::size_t>(seq.num_prompt_tokens);
+  sampling::process_logits(processed_, seq.params,
+                           {all.first(prompt), all.subspan(prompt), model_.eos_token_ids});
+  return sampling::sample(processed_, seq.params, seq.seed, counter);
 }
 
 std::optional<std::size_t> EngineCore::first_nonfinite_row(bool on_device) const {

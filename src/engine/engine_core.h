@@ -9,6 +9,7 @@
 
 #include "backend/backend.h"
 #include "cachet/engine.h"
+#include "engine/batch_builder.h"
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
 #include "kv/kv_cache_manager.h"
@@ -72,6 +73,8 @@ class EngineCore {
   Delivery take_new_tokens(Sequence& seq);
   void report_tokens(Sequence& seq);
   void run_step();
+  bool sample_on_device(const BuiltBatch& built) const;
+  TokenId sample_on_host(const Sequence& seq, std::span<const float> logits);
   // debug_poison_kv: the first logits row of the last forward pass with a NaN or +-inf.
   std::optional<std::size_t> first_nonfinite_row(bool on_device) const;
   void check_integrity();
@@ -87,6 +90,7 @@ class EngineCore {
   std::unordered_map<RequestId, std::unique_ptr<Sequence>> live_;
   std::vector<Delivery> deliveries_;
   std::vector<float> logits_;                   // [rows, vocab] of the last step (host sampling)
+  std::vector<float> processed_;                // [vocab] one row after logits processing
   std::vector<backend::SampleSpec> specs_;      // per logits row (device sampling)
   std::vector<backend::SampledToken> sampled_;  // per logits row (device sampling)
   std::uint64_t next_arrival_ = 0;

@@ -381,6 +381,38 @@ std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, std::int32
   return out;
 }
 
+namespace {
+
+// The fields of logits_processors.h; NaN fails every comparison and is rejected.
+std::string validate_processors(const SamplingParams& params, std::int32_t vocab_size) {
+  if (params.min_tokens < 0 || params.min_tokens > params.max_tokens) {
+    return fmt::format("min_tokens must be in [0, max_tokens = {}], got {}", params.max_tokens,
+                       params.min_tokens);
+  }
+  for (const auto& [id, bias] : params.logit_bias) {
+    if (id < 0 || id >= vocab_size) {
+      return fmt::format("logit_bias: token id {} is not in [0, {}) (the vocabulary)", id,
+                         vocab_size);
+    }
+    if (!(bias >= -100.0f && bias <= 100.0f)) {
+      return fmt::format("logit_bias[{}] must be in [-100, 100], got {}", id, bias);
+    }
+  }
+  if (!(params.repetition_penalty > 0.0f) || std::isinf(params.repetition_penalty)) {
+    return fmt::format("repetition_penalty must be finite and > 0 (1 is off), got {}",
+                       params.repetition_penalty);
+  }
+  if (!(params.presence_penalty >= -2.0f && params.presence_penalty <= 2.0f)) {
+    return fmt::format("presence_penalty must be in [-2, 2], got {}", params.presence_penalty);
+  }
+  if (!(params.frequency_penalty >= -2.0f && params.frequency_penalty <= 2.0f)) {
+    return fmt::format("frequency_penalty must be in [-2, 2], got {}", params.frequency_penalty);
+  }
+  return "";
+}
+
+}  // namespace
+
 std::string validate(const SamplingParams& params, std::int32_t vocab_size) {
   if (!std::isfinite(params.temperature) || params.temperature < 0.0f) {
     return fmt::format("temperature must be finite and >= 0, got {}", params.temperature);
@@ -405,6 +437,7 @@ std::string validate(const SamplingParams& params, std::int32_t vocab_size) {
                          vocab_size, id);
     }
   }
+  if (std::string msg = validate_processors(params, vocab_size); !msg.empty()) return msg;
   if (params.logprobs && (*params.logprobs < 0 || *params.logprobs > kMaxLogprobs)) {
     return fmt::format("logprobs must be in [0, {}], got {}", kMaxLogprobs, *params.logprobs);
   }

@@ -22,6 +22,7 @@ struct GenerateArgs {
   std::int32_t logprobs = -1;
   std::int32_t prompt_logprobs = -1;
   std::uint64_t seed = 0;
+  std::vector<std::string> logit_bias;  // "ID:BIAS" each
   bool json = false;
   EngineFlags engine;
   bool print_stats = false;
@@ -128,10 +129,25 @@ Runner add_generate_command(CLI::App& app) {
   cmd->add_option("--stop", a->params.stop,
                   "A string that ends a request, cut from its text (repeatable)");
   cmd->add_flag("--ignore-eos", a->params.ignore_eos, "Do not stop at the model's EOS tokens");
+  cmd->add_option("--min-tokens", a->params.min_tokens,
+                  "EOS and stop tokens are masked until this many tokens are generated")
+      ->capture_default_str();
+  cmd->add_option("--logit-bias", a->logit_bias,
+                  "ID:BIAS, a bias in [-100, 100] added to a token's logit (repeatable)");
+  cmd->add_option("--repetition-penalty", a->params.repetition_penalty,
+                  "Divides (or multiplies, if negative) the logits of tokens already seen; 1 = off")
+      ->capture_default_str();
+  cmd->add_option("--presence-penalty", a->params.presence_penalty,
+                  "Subtracted from the logits of tokens generated so far; 0 = off")
+      ->capture_default_str();
+  cmd->add_option("--frequency-penalty", a->params.frequency_penalty,
+                  "Subtracted once per time a token was generated so far; 0 = off")
+      ->capture_default_str();
   cmd->add_flag("--json", a->json, "Print JSON Lines, one object per request in input order");
   cmd->add_flag("--stats", a->print_stats,
                 "Print the engine's statistics (JSON) on stderr at the end");
   return [a, seed] {
+    a->params.logit_bias = parse_logit_bias(a->logit_bias);
     if (a->logprobs >= 0) a->params.logprobs = a->logprobs;
     if (a->prompt_logprobs >= 0) a->params.prompt_logprobs = a->prompt_logprobs;
     std::vector<Request> requests;

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -88,12 +89,55 @@ std::vector<TokenId> token_ids(const json& list, const char* name, const std::st
   return ids;
 }
 
+// OpenAI's logit_bias: an object from token id (as a string, as JSON requires) to a bias.
+std::map<TokenId, float> logit_bias(const json& j, const std::string& where) {
+  if (!j.is_object())
+    bad_line(fmt::format("{}: field 'logit_bias' must be an object of token id -> bias", where));
+  std::map<TokenId, float> out;
+  for (const auto& [key, value] : j.items()) {
+    TokenId id = 0;
+    auto [ptr, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
+    if (key.empty() || ec != std::errc() || ptr != key.data() + key.size())
+      bad_line(fmt::format("{}: 'logit_bias' key '{}' is not a token id", where, key));
+    json entry = {{"logit_bias", value}};
+    out[id] = field<float>(entry, "logit_bias", where);
+  }
+  return out;
+}
+
+void parse_logits_processing(const json& j, const std::string& where, SamplingParams& p) {
+  if (j.contains("min_tokens")) p.min_tokens = field<std::int32_t>(j, "min_tokens", where);
+  if (j.contains("logit_bias")) p.logit_bias = logit_bias(j["logit_bias"], where);
+  if (j.contains("repetition_penalty"))
+    p.repetition_penalty = field<float>(j, "repetition_penalty", where);
+  if (j.contains("presence_penalty"))
+    p.presence_penalty = field<float>(j, "presence_penalty", where);
+  if (j.contains("frequency_penalty"))
+    p.frequency_penalty = field<float>(j, "frequency_penalty", where);
+}
+
 Request parse_line(const std::string& line, const std::string& where,
                    const SamplingParams& defaults) {
-  static const std::set<std::string> known = {
-      "prompt_ids", "prompt",     "temperature",        "top_k",      "top_p",    "min_p",
-      "seed",       "max_tokens", "stop_token_ids",     "ignore_eos", "logprobs", "prompt_logprobs",
-      "cache_salt", "stop",       "skip_special_tokens"};
+  static const std::set<std::string> known = {"prompt_ids",
+                                              "prompt",
+                                              "temperature",
+                                              "top_k",
+                                              "top_p",
+                                              "min_p",
+                                              "seed",
+                                              "max_tokens",
+                                              "stop_token_ids",
+                                              "ignore_eos",
+                                              "logprobs",
+                                              "prompt_logprobs",
+                                              "cache_salt",
+                                              "stop",
+                                              "skip_special_tokens",
+                                              "min_tokens",
+                                              "logit_bias",
+                                              "repetition_penalty",
+                                              "presence_penalty",
+                                              "frequency_penalty"};
   if (util::json_nests_too_deep(line))
     bad_line(fmt::format("{}: JSON nested deeper than {} levels", where, util::kMaxJsonDepth));
   json j;
@@ -149,10 +193,32 @@ Request parse_line(const std::string& line, const std::string& where,
   }
   if (j.contains("stop_token_ids"))
     p.stop_token_ids = token_ids(j["stop_token_ids"], "stop_token_ids", where);
+  parse_logits_processing(j, where, p);
   return r;
 }
 
 }  // namespace
+
+std::map<TokenId, float> parse_logit_bias(const std::vector<std::string>& items) {
+  std::map<TokenId, float> out;
+  for (const std::string& item : items) {
+    const auto colon = item.find(':');
+    TokenId id = 0;
+    float bias = 0.0f;
+    const char* end = item.data() + item.size();
+    bool ok = colon != std::string::npos && colon > 0 && colon + 1 < item.size();
+    if (ok) {
+      auto [p1, e1] = std::from_chars(item.data(), item.data() + colon, id);
+      auto [p2, e2] = std::from_chars(item.data() + colon + 1, end, bias);
+      ok = e1 == std::errc() && p1 == item.data() + colon && e2 == std::errc() && p2 == end;
+    }
+    if (!ok)
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("--logit-bias: '{}' is not ID:BIAS (e.g. 42:-100)", item));
+    out[id] = bias;
+  }
+  return out;
+}
 
 std::vector<TokenId> parse_id_list(const std::string& text) {
   std::vector<TokenId> ids;

@@ -1,6 +1,7 @@
 // Requests for `cachet generate`: --prompt-ids lists and --prompts-file JSON Lines.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,10 @@ namespace cachet::tools {
 
 // "1,2,3" -> {1, 2, 3}. Throws cachet::Error naming the bad element.
 std::vector<TokenId> parse_id_list(const std::string& text);
+
+// --logit-bias values, "ID:BIAS" each. Throws cachet::Error naming the bad one (the ranges
+// are the engine's to check).
+std::map<TokenId, float> parse_logit_bias(const std::vector<std::string>& items);
 
 // One non-empty line of a prompts file: its request, or why the line is not one.
 struct RequestLine {

@@ -90,6 +90,38 @@ TEST_F(CliTest, PromptsFileCarriesPerRequestSamplingAndMatchesPromptIds) {
   EXPECT_EQ(json_lines(same.output)[0]["token_ids"], lines[0]["token_ids"]);
 }
 
+TEST_F(CliTest, LogitsProcessingFlagsAndPromptsFileFields) {
+  auto r = run_command(cli_path() + " generate --model " + model_ +
+                       " --prompt-ids 1,2,3 --max-tokens 3 --temperature 0 --ignore-eos"
+                       " --logit-bias 11:100 --logit-bias 12:-5 --repetition-penalty 1.2"
+                       " --presence-penalty 0.5 --frequency-penalty 0.5 --min-tokens 1 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(json_lines(r.output)[0]["token_ids"], json({11, 11, 11}));
+  const std::string file = (dir_.path() / "bias.jsonl").string();
+  testing::write_file(file,
+                      "{\"prompt_ids\": [1, 2, 3], \"logit_bias\": {\"13\": 100}, "
+                      "\"repetition_penalty\": 1.1, \"min_tokens\": 2}\n"
+                      "{\"prompt_ids\": [1], \"logit_bias\": {\"x\": 1}}\n"
+                      "{\"prompt_ids\": [1], \"logit_bias\": [1]}\n"
+                      "{\"prompt_ids\": [1], \"presence_penalty\": 3}\n");
+  r = run_command(cli_path() + " generate --model " + model_ + " --prompts-file " + file +
+                  " --max-tokens 2 --temperature 0 --ignore-eos --json");
+  EXPECT_EQ(r.exit_code, 1);
+  const auto lines = json_lines(r.output);
+  ASSERT_EQ(lines.size(), 4u) << r.output;
+  EXPECT_EQ(lines[0]["token_ids"], json({13, 13}));
+  EXPECT_THAT(lines[1]["error"].get<std::string>(),
+              HasSubstr(":2: 'logit_bias' key 'x' is not a token id"));
+  EXPECT_THAT(lines[2]["error"].get<std::string>(),
+              HasSubstr(":3: field 'logit_bias' must be an object"));
+  EXPECT_THAT(lines[3]["error"].get<std::string>(),
+              HasSubstr("presence_penalty must be in [-2, 2]"));
+  r = run_command(cli_path() + " generate --model " + model_ + " --prompt-ids 1 --logit-bias 5",
+                  true);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("--logit-bias: '5' is not ID:BIAS"));
+}
+
 TEST_F(CliTest, HumanOutputShowsIdsAndTimings) {
   auto r = run_command(cli_path() + " generate --model " + model_ +
                        " --prompt-ids 1,2,3 --max-tokens 4 --ignore-eos");
