@@ -338,13 +338,14 @@ class ManagerFuzz {
     const std::vector<BlockId> table_before = s->kv.blocks;
     kv_.commit(s->kv, s->tokens, n);
     s->computed = n;
+    // The content of table entry b (only full blocks within the tokens have one).
+    const auto key = [&](std::size_t b) { return key_of(s->kv.salt, s->tokens, b + 1, bs_); };
     for (std::size_t b = 0; b < s->kv.blocks.size(); ++b) {
-      const Key key = key_of(s->kv.salt, s->tokens, b + 1, bs_);
       if (s->kv.blocks[b] != table_before[b]) {
         // A duplicate: the table now holds the block registered with this content.
         ASSERT_TRUE(b >= static_cast<std::size_t>(old_registered) && b < full && !expect_new[b])
             << "table entry " << b << " was swapped but is not a duplicate";
-        ASSERT_EQ(model_.registered(s->kv.blocks[b]), key) << "swapped for other content";
+        ASSERT_EQ(model_.registered(s->kv.blocks[b]), key(b)) << "swapped for other content";
         model_.on_ref(s->kv.blocks[b]);
         ++stats_.duplicates;
         continue;
@@ -352,7 +353,7 @@ class ManagerFuzz {
       const bool is_new = !had_hash[b] && kv_.pool().hash(s->kv.blocks[b]).has_value();
       ASSERT_EQ(is_new, expect_new[b]) << "block index " << b << " of the table";
       if (is_new) {
-        model_.on_registered(s->kv.blocks[b], key);
+        model_.on_registered(s->kv.blocks[b], key(b));
         ++stats_.registered;
       }
     }
