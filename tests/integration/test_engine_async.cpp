@@ -26,6 +26,7 @@
 #include "cachet/engine.h"
 #include "model/make_model.h"
 #include "model/model_config.h"
+#include "support/signal.h"
 #include "support/test_support.h"
 #include "support/tiny_model.h"
 
@@ -195,21 +196,7 @@ void run_bounded(const char* what, std::function<void()> fn) {
   t.join();
 }
 
-// A one-shot signal between a test thread and a callback on the engine's thread.
-struct Signal {
-  std::mutex mutex;
-  std::condition_variable cv;
-  bool set = false;
-  void raise() {
-    std::lock_guard lock(mutex);
-    set = true;
-    cv.notify_all();
-  }
-  bool wait() {
-    std::unique_lock lock(mutex);
-    return cv.wait_for(lock, kWaitLimit, [&] { return set; });
-  }
-};
+using testing::Signal;
 
 TEST(EngineAsync, StreamedTokensConcatenateToTheFinalOutput) {
   TinyModel m;

@@ -20,6 +20,7 @@
 #include "backend/backend.h"
 #include "cachet/engine.h"
 #include "engine/engine_testing.h"
+#include "support/signal.h"
 #include "support/test_support.h"
 #include "support/tiny_model.h"
 
@@ -65,25 +66,10 @@ class FaultyBackend : public backend::Backend {
   mutable int queries_ = 0;
 };
 
-// Opened by the test once every request is submitted: a fault waits for it, so that it hits
-// a full engine whatever the timing.
-struct Gate {
-  std::mutex mutex;
-  std::condition_variable opened;
-  bool open = false;
-  void wait() {
-    std::unique_lock lock(mutex);
-    opened.wait_for(lock, kWaitLimit, [&] { return open; });
-  }
-  void release() {
-    std::lock_guard lock(mutex);
-    open = true;
-    opened.notify_all();
-  }
-};
-
-engine::BackendWrapper faulty(int forward_calls, int query_calls, std::shared_ptr<Gate> gate,
-                              std::function<void()> fault) {
+engine::BackendWrapper faulty(int forward_calls, int query_calls,
+                              std::shared_ptr<testing::Signal> gate, std::function<void()> fault) {
+  // The fault waits until the test has submitted every request, so that it hits a full
+  // engine whatever the timing.
   auto gated = [gate, fault] {
     gate->wait();
     fault();
@@ -144,11 +130,12 @@ std::vector<TokenId> prompt(int seed, int length, int vocab) {
 // Submits `n` requests long enough to be live when the fault comes, waits for every final
 // update and checks the failed state: exactly one final update each, kError naming `cause`,
 // health() failed, submit() and generate() refused with kEngineFailed.
-void expect_engine_fails(Engine& engine, Gate& gate, int vocab, int n, const std::string& cause) {
+void expect_engine_fails(Engine& engine, testing::Signal& gate, int vocab, int n,
+                         const std::string& cause) {
   Updates updates;
   for (int i = 0; i < n; ++i)
     engine.submit({prompt(i, 12 + i, vocab), testing::greedy(40), {}, {}}, updates.callback_for(i));
-  gate.release();
+  gate.raise();
   ASSERT_TRUE(updates.wait_for_finals(n)) << "not every request got its final update";
   for (const auto& [i, r] : updates.snapshot()) {
     EXPECT_EQ(r.finals, 1) << "request " << i;
@@ -172,7 +159,7 @@ void expect_engine_fails(Engine& engine, Gate& gate, int vocab, int n, const std
 
 TEST(EngineFailure, ADeviceLostInTheForwardPassFailsTheEngine) {
   TinyModel m;
-  auto gate = std::make_shared<Gate>();
+  auto gate = std::make_shared<testing::Signal>();
   Engine engine = engine::EngineTestAccess::make(
       m.engine_config(), faulty(2, 0, gate, [] {
         throw backend::FatalBackendError(
@@ -185,7 +172,7 @@ TEST(EngineFailure, ADeviceLostInTheForwardPassFailsTheEngine) {
 TEST(EngineFailure, AnExceptionOfAnyTypeOnTheEnginesThreadFailsTheEngine) {
   TinyModel m;
   // Thrown outside the forward pass's own error handling, and not a std::exception.
-  auto gate = std::make_shared<Gate>();
+  auto gate = std::make_shared<testing::Signal>();
   Engine engine =
       engine::EngineTestAccess::make(m.engine_config(), faulty(0, 3, gate, [] { throw 42; }));
   expect_engine_fails(engine, *gate, m.vocab(), 4, "an exception of unknown type");
@@ -193,7 +180,7 @@ TEST(EngineFailure, AnExceptionOfAnyTypeOnTheEnginesThreadFailsTheEngine) {
 
 TEST(EngineFailure, AStdExceptionOutsideTheForwardPassFailsTheEngine) {
   TinyModel m;
-  auto gate = std::make_shared<Gate>();
+  auto gate = std::make_shared<testing::Signal>();
   Engine engine = engine::EngineTestAccess::make(m.engine_config(), faulty(0, 2, gate, [] {
                                                    throw std::logic_error("scheduler bookkeeping");
                                                  }));
@@ -208,7 +195,7 @@ TEST(EngineFailure, ABrokenBlockInvariantFailsTheEngineInsteadOfAborting) {
   Updates updates;
   // The engine's thread waits in a first request's final callback until all four are in, so
   // none can run to completion before the corruption.
-  Gate all_submitted;
+  testing::Signal all_submitted;
   engine->submit({prompt(9, 2, m.vocab()), testing::greedy(1), {}, {}},
                  [&](const RequestUpdate& u) {
                    if (u.finished) all_submitted.wait();
@@ -233,7 +220,7 @@ TEST(EngineFailure, ABrokenBlockInvariantFailsTheEngineInsteadOfAborting) {
         }
         record(u);
       });
-  all_submitted.release();
+  all_submitted.raise();
   ASSERT_TRUE(updates.wait_for_finals(4));
   for (const auto& [i, r] : updates.snapshot()) {
     EXPECT_EQ(r.finals, 1) << "request " << i;
@@ -247,8 +234,8 @@ TEST(EngineFailure, ABrokenBlockInvariantFailsTheEngineInsteadOfAborting) {
 
 TEST(EngineFailure, AForwardPassFailingForOneStepFailsOnlyItsRequests) {
   TinyModel m;
-  auto gate = std::make_shared<Gate>();
-  gate->release();
+  auto gate = std::make_shared<testing::Signal>();
+  gate->raise();
   Engine engine = engine::EngineTestAccess::make(m.engine_config(), faulty(1, 0, gate, [] {
                                                    throw std::runtime_error("workspace too small");
                                                  }));

@@ -14,6 +14,7 @@
 
 #include "cachet/engine.h"
 #include "model/weights.h"
+#include "support/naive_logits_processing.h"
 #include "support/reference_model.h"
 #include "support/tiny_model.h"
 
@@ -22,25 +23,6 @@ namespace {
 
 using testing::greedy;
 using testing::TinyModel;
-
-// vLLM's order, in double: min_tokens, logit_bias, repetition, frequency + presence.
-void process(std::vector<double>& x, const SamplingParams& p, const std::vector<TokenId>& prompt,
-             const std::vector<TokenId>& output, const std::vector<TokenId>& eos) {
-  constexpr double kInf = std::numeric_limits<double>::infinity();
-  if (static_cast<int>(output.size()) < p.min_tokens) {
-    for (TokenId id : p.stop_token_ids) x[id] = -kInf;
-    if (!p.ignore_eos)
-      for (TokenId id : eos) x[id] = -kInf;
-  }
-  for (const auto& [id, bias] : p.logit_bias) x[id] += bias;
-  std::set<TokenId> seen(prompt.begin(), prompt.end());
-  seen.insert(output.begin(), output.end());
-  for (TokenId id : seen)
-    x[id] = x[id] > 0 ? x[id] / p.repetition_penalty : x[id] * p.repetition_penalty;
-  std::map<TokenId, int> count;
-  for (TokenId id : output) ++count[id];
-  for (const auto& [id, c] : count) x[id] -= p.frequency_penalty * c + p.presence_penalty;
-}
 
 // The engine's greedy tokens equal the reference's up to the first step whose top-1 margin
 // after processing is below 1e-3 (where fp32 and fp64 may pick differently). Returns how
@@ -57,7 +39,7 @@ int expect_reference_greedy(const TinyModel& m, const std::vector<TokenId>& prom
     std::vector<double> x = testing::reference_forward(m.config, weights, tokens).back();
     const std::vector<TokenId> output(tokens.begin() + static_cast<long>(prompt.size()),
                                       tokens.end());
-    process(x, p, prompt, output, m.config.eos_token_ids);
+    testing::naive_process_logits(x, p, prompt, output, m.config.eos_token_ids);
     std::vector<double> sorted = x;
     std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<>());
     const auto best = static_cast<TokenId>(std::max_element(x.begin(), x.end()) - x.begin());

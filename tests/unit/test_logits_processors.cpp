@@ -13,6 +13,7 @@
 
 #include "sampling/logits_processors.h"
 #include "sampling/sampler.h"
+#include "support/naive_logits_processing.h"
 
 namespace cachet::sampling {
 namespace {
@@ -20,23 +21,11 @@ namespace {
 using ::testing::HasSubstr;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// vLLM's definitions, step by step, in double.
+// The reference, tests/support/naive_logits_processing.h.
 std::vector<double> naive(std::vector<double> x, const SamplingParams& p,
                           const std::vector<TokenId>& prompt, const std::vector<TokenId>& output,
                           const std::vector<TokenId>& eos) {
-  if (static_cast<int>(output.size()) < p.min_tokens) {
-    for (TokenId id : p.stop_token_ids) x[id] = -kInf;
-    if (!p.ignore_eos)
-      for (TokenId id : eos) x[id] = -kInf;
-  }
-  for (const auto& [id, bias] : p.logit_bias) x[id] += bias;
-  std::set<TokenId> seen(prompt.begin(), prompt.end());
-  seen.insert(output.begin(), output.end());
-  for (TokenId id : seen)
-    x[id] = x[id] > 0 ? x[id] / p.repetition_penalty : x[id] * p.repetition_penalty;
-  std::map<TokenId, int> count;
-  for (TokenId id : output) ++count[id];
-  for (const auto& [id, c] : count) x[id] -= p.frequency_penalty * c + p.presence_penalty;
+  testing::naive_process_logits(x, p, prompt, output, eos);
   return x;
 }
 
