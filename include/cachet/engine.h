@@ -65,8 +65,10 @@ struct Request {
 // Identifies a submitted request; unique for the engine's lifetime.
 using RequestId = std::uint64_t;
 
-// What one request produced.
+// What one sample of a request produced (a request has SamplingParams::n samples).
 struct RequestOutput {
+  // Which sample of its request this is, in [0, SamplingParams::n).
+  std::int32_t sample_index = 0;
   std::vector<TokenId> prompt_token_ids;
   // Generated token ids (including a final EOS / stop token when one ended the request).
   std::vector<TokenId> token_ids;
@@ -77,7 +79,8 @@ struct RequestOutput {
   // tokens by log-probability, descending, plus the sampled token if it is not among them.
   std::vector<std::vector<TokenLogprob>> logprobs;
   // One entry per prompt position when SamplingParams::prompt_logprobs is set; entry 0 is
-  // empty (std::nullopt): nothing predicts the first token.
+  // empty (std::nullopt): nothing predicts the first token. Only sample 0 has them (the
+  // other samples then reuse the prompt's cached blocks instead of recomputing them).
   std::vector<std::optional<std::vector<TokenLogprob>>> prompt_logprobs;
   FinishReason finish_reason = FinishReason::kLength;
   // Why the request failed (FinishReason::kError); empty otherwise.
@@ -90,10 +93,12 @@ struct RequestOutput {
   double decode_ms = 0.0;
 };
 
-// What the callback of a submitted request receives: each new token as it is generated,
-// then exactly once a final update with the whole output.
+// What the callback of a submitted request receives, for each of its samples: each new
+// token as it is generated, then exactly once a final update with the sample's whole output.
+// A request with SamplingParams::n samples gets n final updates, one per sample_index.
 struct RequestUpdate {
   RequestId id = 0;
+  std::int32_t sample_index = 0;
   // Tokens generated since the previous update (empty in a final update that adds none).
   std::vector<TokenId> new_token_ids;
   // Text generated since the previous update: whole UTF-8 characters only, and text that
@@ -175,18 +180,22 @@ class CACHET_API Engine {
   // Queues a request and returns: at once for token ids; a text prompt is tokenized first,
   // on the calling thread, so a long text holds up its caller only, never the engine's
   // thread or other requests. `callback` receives its tokens as they come and a final
-  // update (finished) exactly once: with FinishReason::kError for a bad request (a prompt
-  // that cannot be tokenized included), kAborted when aborted or when the engine is
-  // destroyed first. Thread-safe. Throws Error(kEngineFailed) once the engine has failed.
+  // update (finished) exactly once per sample (SamplingParams::n of them; one when n itself
+  // is invalid): with FinishReason::kError for a bad request (a prompt that cannot be
+  // tokenized included), kAborted when aborted or when the engine is destroyed first.
+  // Thread-safe. Throws Error(kEngineFailed) once the engine has failed.
   RequestId submit(Request request, RequestCallback callback);
-  // Cancels a request; its final update follows on the engine's thread. False when the id
-  // is unknown or the request has already finished. True means the request was still live,
-  // not that it ends kAborted: one that completes in the step already running finishes with
-  // its own reason (the soak test sees this a few dozen times in 10,000). Thread-safe.
+  // Cancels a request (every sample still running); their final updates follow on the
+  // engine's thread. False when the id is unknown or every sample has already finished. True
+  // means the request was still live, not that it ends kAborted: one that completes in the
+  // step already running finishes with its own reason (the soak test sees this a few dozen
+  // times in 10,000). Thread-safe.
   bool abort(RequestId id);
 
   // Runs every request to completion, batched together with whatever else is running,
-  // and returns one output per request in input order. A bad request fails alone
+  // and returns one output per sample in input order: request i's SamplingParams::n
+  // samples follow each other, by sample_index (one output for a request whose n is
+  // invalid; it fails with kError). A bad request fails alone
   // (FinishReason::kError). Thread-safe; built on submit(). Throws Error(kEngineFailed)
   // once the engine has failed (requests in flight when it fails come back kError), and
   // Error(kInvalidArgument) when called from a callback.

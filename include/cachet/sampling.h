@@ -16,6 +16,9 @@ namespace cachet {
 // frequency and presence penalties; then temperature and the filters top_k, top_p, min_p
 // (the order of Hugging Face's logits warpers); the token is drawn from what survives.
 // Logprobs are always those of the model's raw logits, before any of this.
+// The largest SamplingParams::n (the OpenAI API's limit).
+inline constexpr std::int32_t kMaxSamples = 128;
+
 struct SamplingParams {
   // Softmax temperature, >= 0. 0 means greedy (argmax; ties go to the lowest id).
   float temperature = 1.0f;
@@ -31,6 +34,13 @@ struct SamplingParams {
   std::optional<std::uint64_t> seed;
   // Maximum number of generated tokens, >= 1.
   std::int32_t max_tokens = 16;
+  // How many samples of the prompt to generate, in [1, kMaxSamples], as vLLM's and the
+  // OpenAI API's n. Each sample is its own sequence with its own random stream: sample j
+  // draws with seed + j when `seed` is set (so sample 0 is what n = 1 gives), else with a
+  // seed drawn for it. The samples share the prompt's KV cache: its full blocks are computed
+  // once (only the last, partly filled block is computed per sample). Every sample gets its
+  // own final update and RequestOutput (RequestOutput::sample_index).
+  std::int32_t n = 1;
   // The model's EOS tokens (unless ignore_eos) and stop_token_ids cannot be generated before
   // this many tokens are (their logits are -inf until then), as vLLM's min_tokens. In
   // [0, max_tokens]. Stop strings are not held back.

@@ -9,7 +9,6 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "engine/engine_core.h"
 #include "engine/engine_setup.h"
@@ -36,9 +35,14 @@ struct Engine::Impl {
   };
   std::vector<Submission> inbox;
   std::vector<RequestId> aborts;
-  // Submitted and not yet given its final update, with its callback: whatever happens, each
-  // gets exactly one final update.
-  std::unordered_map<RequestId, std::shared_ptr<RequestCallback>> live;
+  // A request submitted and not yet given all of its final updates: whatever happens, each
+  // of its samples gets exactly one.
+  struct LiveRequest {
+    std::shared_ptr<RequestCallback> callback;
+    std::vector<bool> finished;  // per sample
+    std::int32_t remaining = 0;  // samples without their final update
+  };
+  std::unordered_map<RequestId, LiveRequest> live;
   RequestId next_id = 1;
   EngineStats stats;
   std::string failure;      // why the engine failed; empty while it is healthy
@@ -56,7 +60,19 @@ struct Engine::Impl {
   void run();
   void fail(const std::string& reason);
   void deliver(std::vector<engine::Delivery> deliveries);
+  // Under `mutex`: sample `sample_index` of request `id` has had its final update.
+  void mark_finished(RequestId id, std::int32_t sample_index);
 };
+
+void Engine::Impl::mark_finished(RequestId id, std::int32_t sample_index) {
+  auto it = live.find(id);
+  if (it == live.end()) return;
+  LiveRequest& r = it->second;
+  const auto j = static_cast<std::size_t>(sample_index);
+  if (j >= r.finished.size() || r.finished[j]) return;
+  r.finished[j] = true;
+  if (--r.remaining == 0) live.erase(it);
+}
 
 // The engine's thread builds the engine, runs it and tears it down, so that a GPU backend
 // makes its device current on that thread only: the caller's threads keep theirs.
@@ -123,7 +139,7 @@ void Engine::Impl::deliver(std::vector<engine::Delivery> deliveries) {
     // batch's callbacks run (one of them may be waiting to abort it).
     std::lock_guard lock(mutex);
     for (const auto& d : deliveries)
-      if (d.update.finished) live.erase(d.update.id);
+      if (d.update.finished) mark_finished(d.update.id, d.update.sample_index);
   }
   for (auto& d : deliveries) {
     if (!d.callback || !*d.callback) continue;
@@ -179,7 +195,7 @@ void Engine::Impl::run() {
       std::vector<RequestId> remaining;
       {
         std::lock_guard lock(mutex);
-        for (const auto& [id, callback] : live) remaining.push_back(id);
+        for (const auto& [id, request] : live) remaining.push_back(id);
       }
       for (RequestId id : remaining) core->abort(id);
       deliver(core->take_deliveries());
@@ -207,16 +223,17 @@ void Engine::Impl::fail(const std::string& reason) {
   } catch (...) {
     // The core cannot even say goodbye: the live map below still reaches every request.
   }
-  std::unordered_set<RequestId> finished;
-  for (const auto& d : out)
-    if (d.update.finished) finished.insert(d.update.id);
   {
     std::lock_guard lock(mutex);
     failure = why;
     inbox.clear();  // submitted but never added: their ids are in `live`, handled below
     aborts.clear();
-    for (const auto& [id, callback] : live)
-      if (!finished.contains(id)) out.push_back(engine::bare_error(id, callback, why));
+    for (const auto& d : out)
+      if (d.update.finished) mark_finished(d.update.id, d.update.sample_index);
+    for (const auto& [id, r] : live)
+      for (std::size_t j = 0; j < r.finished.size(); ++j)
+        if (!r.finished[j])
+          out.push_back(engine::bare_error(id, static_cast<std::int32_t>(j), r.callback, why));
   }
   deliver(std::move(out));
 }
@@ -271,7 +288,9 @@ RequestId Engine::submit(Request request, RequestCallback callback) {
     if (impl.stop)
       throw Error(ErrorCode::kUnavailable, "Engine::submit: the engine is shutting down");
     id = impl.next_id++;
-    impl.live.emplace(id, shared);
+    const std::int32_t n = engine::num_samples(request.params);
+    impl.live.emplace(id,
+                      Impl::LiveRequest{shared, std::vector<bool>(static_cast<std::size_t>(n)), n});
     impl.inbox.push_back({id, std::move(request), std::move(shared), now, std::move(problem)});
   }
   impl.wake.notify_all();
@@ -302,14 +321,21 @@ std::vector<RequestOutput> Engine::generate(const std::vector<Request>& requests
     std::vector<RequestOutput> outputs;
     std::size_t remaining = 0;
   };
-  auto collector = std::make_shared<Collector>();
-  collector->outputs.resize(requests.size());
-  collector->remaining = requests.size();
+  // Request i's samples go to outputs[first[i] + sample_index].
+  std::vector<std::size_t> first(requests.size());
+  std::size_t total = 0;
   for (std::size_t i = 0; i < requests.size(); ++i) {
-    submit(requests[i], [collector, i](const RequestUpdate& u) {
+    first[i] = total;
+    total += static_cast<std::size_t>(engine::num_samples(requests[i].params));
+  }
+  auto collector = std::make_shared<Collector>();
+  collector->outputs.resize(total);
+  collector->remaining = total;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    submit(requests[i], [collector, at = first[i]](const RequestUpdate& u) {
       if (!u.finished) return;
       std::lock_guard lock(collector->mutex);
-      collector->outputs[i] = *u.output;
+      collector->outputs[at + static_cast<std::size_t>(u.sample_index)] = *u.output;
       if (--collector->remaining == 0) collector->done.notify_all();
     });
   }

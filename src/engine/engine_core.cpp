@@ -50,13 +50,19 @@ EngineCore::EngineCore(const EngineConfig& config, const EngineInfo& info, model
   }
 }
 
-Delivery bare_error(RequestId id, std::shared_ptr<RequestCallback> callback,
-                    const std::string& why) {
+std::int32_t num_samples(const SamplingParams& params) {
+  return params.n >= 1 && params.n <= kMaxSamples ? params.n : 1;
+}
+
+Delivery bare_error(RequestId id, std::int32_t sample_index,
+                    std::shared_ptr<RequestCallback> callback, const std::string& why) {
   Delivery d;
   d.callback = std::move(callback);
   d.update.id = id;
+  d.update.sample_index = sample_index;
   d.update.finished = true;
   d.output = std::make_unique<RequestOutput>();
+  d.output->sample_index = sample_index;
   d.output->finish_reason = FinishReason::kError;
   d.output->error = why;
   d.update.output = d.output.get();
@@ -110,27 +116,48 @@ std::string EngineCore::check_request(const Request& r) const {
 
 void EngineCore::add(RequestId id, Request request, std::shared_ptr<RequestCallback> callback,
                      Clock::time_point submitted, std::string problem) {
+  if (problem.empty()) problem = tokenize_prompt(request, tokenizer_ ? &*tokenizer_ : nullptr);
+  if (problem.empty()) problem = check_request(request);
+  if (!problem.empty()) log_.warn("request {}: {}", id, problem);
+  const std::int32_t n = num_samples(request.params);
+  for (std::int32_t j = 0; j < n; ++j) {
+    Sequence& seq = add_sample(id, j, request, callback, submitted);
+    if (problem.empty()) {
+      start_sample(seq);
+    } else {
+      seq.status = SeqStatus::kFinished;
+      finish(seq, FinishReason::kError, problem);
+    }
+  }
+}
+
+// Sample `sample_index` of a request, live but not yet scheduled.
+Sequence& EngineCore::add_sample(RequestId id, std::int32_t sample_index, const Request& request,
+                                 std::shared_ptr<RequestCallback> callback,
+                                 Clock::time_point submitted) {
   auto seq = std::make_unique<Sequence>();
   seq->id = id;
+  seq->sample_index = sample_index;
   seq->arrival = next_arrival_++;
   seq->submitted = submitted;
   seq->callback = std::move(callback);
-  if (problem.empty()) problem = tokenize_prompt(request, tokenizer_ ? &*tokenizer_ : nullptr);
-  if (problem.empty()) problem = check_request(request);
+  seq->output.sample_index = sample_index;
   seq->output.prompt_token_ids = request.prompt_token_ids;
-  seq->params = std::move(request.params);
-  seq->tokens = std::move(request.prompt_token_ids);
+  seq->params = request.params;
+  seq->tokens = request.prompt_token_ids;
   seq->num_prompt_tokens = seq->size();
-  seq->kv.salt = std::move(request.cache_salt);
+  seq->kv.salt = request.cache_salt;
   Sequence& s = *seq;
-  live_.emplace(id, std::move(seq));
-  if (!problem.empty()) {
-    s.status = SeqStatus::kFinished;
-    log_.warn("request {}: {}", id, problem);
-    finish(s, FinishReason::kError, std::move(problem));
-    return;
-  }
-  s.seed = s.params.seed ? *s.params.seed : fresh_seed();
+  live_.emplace(std::pair{id, sample_index}, std::move(seq));
+  return s;
+}
+
+// Seeds a valid sample (seed + sample_index: sample 0 draws as n = 1 would) and queues it.
+// Only sample 0 computes prompt logprobs; the others reuse the prompt's cached blocks.
+void EngineCore::start_sample(Sequence& s) {
+  const auto j = static_cast<std::uint64_t>(s.sample_index);
+  s.seed = s.params.seed ? *s.params.seed + j : fresh_seed();
+  if (s.sample_index > 0) s.params.prompt_logprobs.reset();
   if (tokenizer_)
     s.text = std::make_unique<OutputText>(*tokenizer_, s.params.skip_special_tokens, s.params.stop);
   if (s.params.prompt_logprobs) s.output.prompt_logprobs.resize(s.tokens.size());
@@ -138,16 +165,18 @@ void EngineCore::add(RequestId id, Request request, std::shared_ptr<RequestCallb
 }
 
 bool EngineCore::abort(RequestId id) {
-  auto it = live_.find(id);
-  if (it == live_.end()) return false;
-  finish(*it->second, FinishReason::kAborted);
-  return true;
+  std::vector<Sequence*> samples;
+  for (auto it = live_.lower_bound({id, 0}); it != live_.end() && it->first.first == id; ++it)
+    samples.push_back(it->second.get());
+  for (Sequence* seq : samples) finish(*seq, FinishReason::kAborted);
+  return !samples.empty();
 }
 
 Delivery EngineCore::take_new_tokens(Sequence& seq) {
   Delivery d;
   d.callback = seq.callback;
   d.update.id = seq.id;
+  d.update.sample_index = seq.sample_index;
   d.update.new_token_ids.assign(
       seq.tokens.begin() + seq.num_prompt_tokens + static_cast<std::ptrdiff_t>(seq.num_reported),
       seq.tokens.end());
@@ -166,7 +195,7 @@ void EngineCore::finish(Sequence& seq, FinishReason reason, std::string error) {
   scheduler_.finish(&seq);  // releases its blocks; a no-op for one that never got any
   deliveries_.push_back(final_delivery(seq, reason, std::move(error)));
   ++num_finished_;
-  live_.erase(seq.id);  // destroys seq
+  live_.erase({seq.id, seq.sample_index});  // destroys seq
 }
 
 Delivery EngineCore::final_delivery(Sequence& seq, FinishReason reason, std::string error) {
@@ -196,12 +225,12 @@ Delivery EngineCore::final_delivery(Sequence& seq, FinishReason reason, std::str
 }
 
 void EngineCore::abandon(const std::string& why) {
-  for (auto& [id, seq] : live_) {
+  for (auto& [key, seq] : live_) {
     try {
       deliveries_.push_back(final_delivery(*seq, FinishReason::kError, why));
     } catch (...) {
       // Even the output cannot be put together: the final update carries the reason alone.
-      deliveries_.push_back(bare_error(id, seq->callback, why));
+      deliveries_.push_back(bare_error(key.first, key.second, seq->callback, why));
     }
     ++num_finished_;
   }
@@ -245,18 +274,7 @@ void EngineCore::run_step() {
   const bool on_device = sample_on_device(built);
   try {
     if (on_device) {
-      specs_.resize(built.uses.size());
-      for (std::size_t row = 0; row < built.uses.size(); ++row) {
-        const Sequence& seq = *built.uses[row].seq;
-        const SamplingParams& p = seq.params;
-        specs_[row] = {p.temperature,
-                       p.top_k,
-                       p.top_p,
-                       p.min_p,
-                       seq.seed,
-                       static_cast<std::uint64_t>(seq.num_generated()),
-                       p.logprobs ? *p.logprobs : -1};
-      }
+      build_sample_specs(built);
       backend_->forward_sample(built.batch, specs_, sampled_);
     } else {
       backend_->forward(built.batch, logits_);
@@ -335,15 +353,46 @@ void EngineCore::run_step() {
 }
 
 // Backends that sample next to the logits do so unless a row wants prompt logprobs (the
-// logprob of a given token) or logits processing (logit_bias, penalties, min_tokens), which
-// only the host path implements so far.
+// logprob of a given token, which only the host path computes).
 bool EngineCore::sample_on_device(const BuiltBatch& built) const {
   if (!backend_->samples_on_device()) return false;
-  for (const LogitsUse& use : built.uses) {
+  for (const LogitsUse& use : built.uses)
     if (use.kind == LogitsUse::Kind::kPromptLogprob) return false;
-    if (sampling::processes_logits(use.seq->params, use.seq->num_generated())) return false;
-  }
   return true;
+}
+
+// specs_ for forward_sample: each row's sampling parameters, its place in its random stream,
+// and its logits edits (the same logit_edits() the host path applies).
+void EngineCore::build_sample_specs(const BuiltBatch& built) {
+  specs_.resize(built.uses.size());
+  edits_.clear();
+  std::vector<std::size_t> first_edit(built.uses.size() + 1);
+  for (std::size_t row = 0; row < built.uses.size(); ++row) {
+    const Sequence& seq = *built.uses[row].seq;
+    const SamplingParams& p = seq.params;
+    first_edit[row] = edits_.size();
+    if (sampling::processes_logits(p, seq.num_generated()))
+      sampling::logit_edits(p, history(seq), model_.vocab_size, edits_);
+    specs_[row] = {p.temperature,
+                   p.top_k,
+                   p.top_p,
+                   p.min_p,
+                   seq.seed,
+                   static_cast<std::uint64_t>(seq.num_generated()),
+                   p.logprobs ? *p.logprobs : -1,
+                   {}};
+  }
+  first_edit.back() = edits_.size();
+  // Spans only now: edits_ may have moved while it grew.
+  const std::span<const sampling::LogitEdit> all(edits_);
+  for (std::size_t row = 0; row < built.uses.size(); ++row)
+    specs_[row].edits = all.subspan(first_edit[row], first_edit[row + 1] - first_edit[row]);
+}
+
+sampling::TokenHistory EngineCore::history(const Sequence& seq) const {
+  const std::span<const TokenId> all(seq.tokens);
+  const auto prompt = static_cast<std::size_t>(seq.num_prompt_tokens);
+  return {all.first(prompt), all.subspan(prompt), model_.eos_token_ids};
 }
 
 // The token for `seq` from its raw logits row: processed (logits_processors.h) in a copy
@@ -353,10 +402,7 @@ TokenId EngineCore::sample_on_host(const Sequence& seq, std::span<const float> l
   if (!sampling::processes_logits(seq.params, seq.num_generated()))
     return sampling::sample(logits, seq.params, seq.seed, counter);
   processed_.assign(logits.begin(), logits.end());
-  const std::span<const TokenId> all(seq.tokens);
-  const auto prompt = static_cast<std::size_t>(seq.num_prompt_tokens);
-  sampling::process_logits(processed_, seq.params,
-                           {all.first(prompt), all.subspan(prompt), model_.eos_token_ids});
+  sampling::process_logits(processed_, seq.params, history(seq));
   return sampling::sample(processed_, seq.params, seq.seed, counter);
 }
 

@@ -2,9 +2,10 @@
 // a background thread; tests may drive it directly.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
-#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -14,6 +15,7 @@
 #include "engine/sequence.h"
 #include "kv/kv_cache_manager.h"
 #include "model/model_config.h"
+#include "sampling/logits_processors.h"
 #include "util/log.h"
 
 namespace cachet::engine {
@@ -24,6 +26,10 @@ namespace cachet::engine {
 // Engine::submit calls it on the caller's thread, so a long prompt holds up only its caller.
 std::string tokenize_prompt(Request& r, const Tokenizer* tokenizer);
 
+// How many samples, each with its own final update, a request with `params` has:
+// params.n, or 1 when n is invalid (the request then fails as one).
+std::int32_t num_samples(const SamplingParams& params);
+
 // An update ready to hand to a request's callback; owns everything it points to.
 struct Delivery {
   std::shared_ptr<RequestCallback> callback;
@@ -33,8 +39,8 @@ struct Delivery {
 
 // A final update that carries nothing but FinishReason::kError and `why`: for a request
 // whose output cannot be put together (the engine failed).
-Delivery bare_error(RequestId id, std::shared_ptr<RequestCallback> callback,
-                    const std::string& why);
+Delivery bare_error(RequestId id, std::int32_t sample_index,
+                    std::shared_ptr<RequestCallback> callback, const std::string& why);
 
 class EngineCore {
  public:
@@ -43,12 +49,14 @@ class EngineCore {
              std::unique_ptr<backend::Backend> backend, std::optional<Tokenizer> tokenizer,
              const util::Logger& log);
 
-  // Takes a request; a bad one is finished at once with FinishReason::kError, as is one
+  // Takes a request, as num_samples() sequences; a bad one is finished at once (each sample)
+  // with FinishReason::kError, as is one
   // with a non-empty `problem` (found before it got here: tokenize_prompt's result). A text
   // prompt is tokenized here (on this thread) unless the caller did it.
   void add(RequestId id, Request request, std::shared_ptr<RequestCallback> callback,
            Clock::time_point submitted, std::string problem = {});
-  // Finishes a live request with FinishReason::kAborted; false when it is not live.
+  // Finishes every live sample of a request with FinishReason::kAborted; false when none is
+  // live.
   bool abort(RequestId id);
   bool has_work() const { return scheduler_.has_work(); }
   // Runs one step: schedule, forward, sample, stop checks, cache commits; then, with
@@ -68,12 +76,17 @@ class EngineCore {
 
  private:
   std::string check_request(const Request& r) const;
+  Sequence& add_sample(RequestId id, std::int32_t sample_index, const Request& request,
+                       std::shared_ptr<RequestCallback> callback, Clock::time_point submitted);
+  void start_sample(Sequence& seq);
   void finish(Sequence& seq, FinishReason reason, std::string error = {});
   Delivery final_delivery(Sequence& seq, FinishReason reason, std::string error);
   Delivery take_new_tokens(Sequence& seq);
   void report_tokens(Sequence& seq);
   void run_step();
   bool sample_on_device(const BuiltBatch& built) const;
+  void build_sample_specs(const BuiltBatch& built);
+  sampling::TokenHistory history(const Sequence& seq) const;
   TokenId sample_on_host(const Sequence& seq, std::span<const float> logits);
   // debug_poison_kv: the first logits row of the last forward pass with a NaN or +-inf.
   std::optional<std::size_t> first_nonfinite_row(bool on_device) const;
@@ -87,11 +100,13 @@ class EngineCore {
   std::optional<Tokenizer> tokenizer_;
   kv::KvCacheManager kv_;
   Scheduler scheduler_;
-  std::unordered_map<RequestId, std::unique_ptr<Sequence>> live_;
+  // Keyed by (request id, sample index): a request's samples are adjacent.
+  std::map<std::pair<RequestId, std::int32_t>, std::unique_ptr<Sequence>> live_;
   std::vector<Delivery> deliveries_;
   std::vector<float> logits_;                   // [rows, vocab] of the last step (host sampling)
   std::vector<float> processed_;                // [vocab] one row after logits processing
   std::vector<backend::SampleSpec> specs_;      // per logits row (device sampling)
+  std::vector<sampling::LogitEdit> edits_;      // the rows' logits edits (device sampling)
   std::vector<backend::SampledToken> sampled_;  // per logits row (device sampling)
   std::uint64_t next_arrival_ = 0;
   std::int64_t num_steps_ = 0, num_finished_ = 0, peak_in_use_ = 0, integrity_checks_ = 0;

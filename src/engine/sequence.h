@@ -17,8 +17,10 @@ using Clock = std::chrono::steady_clock;
 
 enum class SeqStatus { kWaiting, kRunning, kFinished };
 
+// One sample of a request (SamplingParams::n of them share its id).
 struct Sequence {
   RequestId id = 0;
+  std::int32_t sample_index = 0;
   std::uint64_t arrival = 0;  // submission order; later arrivals are preempted first
   SamplingParams params;
   std::uint64_t seed = 0;  // params.seed or one drawn at submission

@@ -430,6 +430,9 @@ std::string validate(const SamplingParams& params, std::int32_t vocab_size) {
   if (params.max_tokens < 1) {
     return fmt::format("max_tokens must be >= 1, got {}", params.max_tokens);
   }
+  if (params.n < 1 || params.n > kMaxSamples) {
+    return fmt::format("n must be in [1, {}], got {}", kMaxSamples, params.n);
+  }
   for (std::size_t i = 0; i < params.stop_token_ids.size(); ++i) {
     const TokenId id = params.stop_token_ids[i];
     if (id < 0 || id >= vocab_size) {

@@ -68,9 +68,9 @@ std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, std::int32
 // Empty when `params` is valid for a model with `vocab_size` tokens; otherwise a message
 // naming the field and the rule, e.g. "top_p must be in (0, 1], got nan". Rules:
 // temperature finite and >= 0; top_k >= 0; top_p in (0, 1]; min_p in [0, 1] (NaN fails
-// each of them); max_tokens >= 1; every stop_token_ids entry in [0, vocab_size); min_tokens
-// in [0, max_tokens]; logit_bias ids in [0, vocab_size), biases in [-100, 100];
-// repetition_penalty finite and > 0; presence_penalty and frequency_penalty in [-2, 2];
+// each of them); max_tokens >= 1; n in [1, kMaxSamples]; every stop_token_ids entry in [0,
+// vocab_size); min_tokens in [0, max_tokens]; logit_bias ids in [0, vocab_size), biases in [-100,
+// 100]; repetition_penalty finite and > 0; presence_penalty and frequency_penalty in [-2, 2];
 // logprobs and prompt_logprobs, when set, in [0, kMaxLogprobs].
 std::string validate(const SamplingParams& params, std::int32_t vocab_size);
 

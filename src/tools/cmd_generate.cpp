@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "cachet/engine.h"
 #include "tools/commands.h"
@@ -37,6 +38,7 @@ nlohmann::json logprob_list(const std::vector<TokenLogprob>& entries) {
 nlohmann::json to_json(std::size_t index, const RequestOutput& out, const SamplingParams& params) {
   nlohmann::json j;
   j["index"] = index;
+  j["sample_index"] = out.sample_index;
   j["prompt_token_ids"] = out.prompt_token_ids;
   j["token_ids"] = out.token_ids;
   j["text"] = out.text;
@@ -80,15 +82,18 @@ nlohmann::json stats_json(const EngineStats& s) {
           {"integrity_checks", s.integrity_checks}};
 }
 
-void print_human(std::size_t index, const RequestOutput& out) {
+// "[3]" for request 3, "[3.1]" for its sample 1 when it has several.
+void print_human(std::size_t index, const RequestOutput& out, const SamplingParams& params) {
+  const std::string label =
+      params.n > 1 ? fmt::format("{}.{}", index, out.sample_index) : fmt::format("{}", index);
   if (out.finish_reason == FinishReason::kError) {
-    fmt::print("[{}] error: {}\n", index, out.error);
+    fmt::print("[{}] error: {}\n", label, out.error);
     return;
   }
   const double decode_rate = out.token_ids.size() > 1 && out.decode_ms > 0
                                  ? (out.token_ids.size() - 1) / (out.decode_ms / 1000.0)
                                  : 0.0;
-  fmt::print("[{}] prompt ({} tokens, {} from the prefix cache): {}\n", index,
+  fmt::print("[{}] prompt ({} tokens, {} from the prefix cache): {}\n", label,
              out.prompt_token_ids.size(), out.num_cached_tokens,
              fmt::join(out.prompt_token_ids, " "));
   fmt::print("    output ({} tokens, {}): {}\n", out.token_ids.size(), to_string(out.finish_reason),
@@ -120,6 +125,10 @@ Runner add_generate_command(CLI::App& app) {
   cmd->add_option("--top-k", a->params.top_k, "0 = off")->capture_default_str();
   cmd->add_option("--top-p", a->params.top_p, "1 = off")->capture_default_str();
   cmd->add_option("--min-p", a->params.min_p, "0 = off")->capture_default_str();
+  cmd->add_option("--n", a->params.n,
+                  "Samples per prompt (sample j uses the request's seed + j); they share the "
+                  "prompt's KV cache")
+      ->capture_default_str();
   auto* seed = cmd->add_option("--seed", a->seed, "Seed (request i uses seed + i); default random");
   cmd->add_option("--logprobs", a->logprobs, "Top-k logprobs of every generated token");
   cmd->add_option("--prompt-logprobs", a->prompt_logprobs,
@@ -184,51 +193,56 @@ Runner add_generate_command(CLI::App& app) {
     for (std::size_t i = 0; i < requests.size(); ++i)
       if (line_errors[i].empty()) runnable.push_back(requests[i]);
     std::vector<RequestOutput> ran = engine.generate(runnable);
-    std::vector<RequestOutput> outputs(requests.size());
+    // (request index, one of its samples' outputs), in input order.
+    std::vector<std::pair<std::size_t, RequestOutput>> outputs;
     for (std::size_t i = 0, next = 0; i < requests.size(); ++i) {
-      if (line_errors[i].empty()) {
-        outputs[i] = std::move(ran[next++]);
-      } else {
-        outputs[i].finish_reason = FinishReason::kError;
-        outputs[i].error = line_errors[i];
+      if (!line_errors[i].empty()) {
+        RequestOutput failed;
+        failed.finish_reason = FinishReason::kError;
+        failed.error = line_errors[i];
+        outputs.emplace_back(i, std::move(failed));
+        continue;
       }
+      // generate() gives one output per sample (one for a request whose n is invalid).
+      do {
+        outputs.emplace_back(i, std::move(ran[next++]));
+      } while (next < ran.size() && ran[next].sample_index > 0);
     }
     const double wall_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-    int failed = 0;
+    std::set<std::size_t> failed;  // requests with a failed output
     std::size_t generated = 0, prompt_tokens = 0;
-    for (std::size_t i = 0; i < outputs.size(); ++i) {
-      const auto& out = outputs[i];
-      if (out.finish_reason == FinishReason::kError) ++failed;
+    for (const auto& [i, out] : outputs) {
+      if (out.finish_reason == FinishReason::kError) failed.insert(i);
       generated += out.token_ids.size();
-      prompt_tokens += out.prompt_token_ids.size();
+      if (out.sample_index == 0) prompt_tokens += out.prompt_token_ids.size();
       if (a->json)
         // Replacement characters, not an exception, for invalid UTF-8 that a message may
         // carry (a file name given on the command line).
         fmt::print("{}\n", to_json(i, out, requests[i].params)
                                .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
       else
-        print_human(i, out);
+        print_human(i, out, requests[i].params);
     }
     if (!a->json) {
       const auto& info = engine.info();
       fmt::print(
           "{} requests ({} failed) on {} ({} threads): {} prompt + {} generated tokens in {:.2f} "
           "s, {:.1f} generated tokens/s\n",
-          outputs.size(), failed, info.backend, info.num_threads, prompt_tokens, generated, wall_s,
-          wall_s > 0 ? generated / wall_s : 0.0);
+          requests.size(), failed.size(), info.backend, info.num_threads, prompt_tokens, generated,
+          wall_s, wall_s > 0 ? generated / wall_s : 0.0);
     }
     std::fflush(stdout);
     // Each failed request once more on stderr, where a script looks for errors.
-    for (std::size_t i = 0; i < outputs.size(); ++i)
-      if (outputs[i].finish_reason == FinishReason::kError)
+    for (const auto& [i, out] : outputs)
+      if (out.finish_reason == FinishReason::kError)
         fmt::print(stderr, "cachet: error: {}\n",
-                   outputs[i].error.starts_with(origins[i])
-                       ? outputs[i].error
-                       : fmt::format("{}: {}", origins[i], outputs[i].error));
+                   out.error.starts_with(origins[i])
+                       ? out.error
+                       : fmt::format("{}: {}", origins[i], out.error));
     if (a->print_stats) fmt::print(stderr, "{}\n", stats_json(engine.stats()).dump(2));
-    return failed > 0 ? 1 : 0;
+    return failed.empty() ? 0 : 1;
   };
 }
 

@@ -126,6 +126,7 @@ Request parse_line(const std::string& line, const std::string& where,
                                               "min_p",
                                               "seed",
                                               "max_tokens",
+                                              "n",
                                               "stop_token_ids",
                                               "ignore_eos",
                                               "logprobs",
@@ -173,6 +174,7 @@ Request parse_line(const std::string& line, const std::string& where,
   if (j.contains("min_p")) p.min_p = field<float>(j, "min_p", where);
   if (j.contains("seed")) p.seed = field<std::uint64_t>(j, "seed", where);
   if (j.contains("max_tokens")) p.max_tokens = field<std::int32_t>(j, "max_tokens", where);
+  if (j.contains("n")) p.n = field<std::int32_t>(j, "n", where);
   if (j.contains("ignore_eos")) p.ignore_eos = field<bool>(j, "ignore_eos", where);
   if (j.contains("logprobs")) p.logprobs = field<std::int32_t>(j, "logprobs", where);
   if (j.contains("prompt_logprobs"))

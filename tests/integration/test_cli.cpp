@@ -122,6 +122,37 @@ TEST_F(CliTest, LogitsProcessingFlagsAndPromptsFileFields) {
   EXPECT_THAT(r.output, HasSubstr("--logit-bias: '5' is not ID:BIAS"));
 }
 
+TEST_F(CliTest, SamplesOfOnePromptAreLinesOfTheirOwn) {
+  const std::string file = (dir_.path() / "n.jsonl").string();
+  testing::write_file(file,
+                      "{\"prompt_ids\": [1, 2, 3], \"n\": 3, \"seed\": 9}\n"
+                      "{\"prompt_ids\": [4, 5]}\n"
+                      "{\"prompt_ids\": [4, 5], \"n\": 0}\n");
+  auto r = run_command(cli_path() + " generate --model " + model_ + " --prompts-file " + file +
+                       " --max-tokens 3 --temperature 5 --ignore-eos --n 2 --json");
+  EXPECT_EQ(r.exit_code, 1);
+  const auto lines = json_lines(r.output);
+  ASSERT_EQ(lines.size(), 6u) << r.output;
+  const int index[] = {0, 0, 0, 1, 1, 2}, sample[] = {0, 1, 2, 0, 1, 0};
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_EQ(lines[i]["index"], index[i]) << i;
+    EXPECT_EQ(lines[i]["sample_index"], sample[i]) << i;
+  }
+  EXPECT_THAT(lines[5]["error"].get<std::string>(), HasSubstr("n must be in [1, 128], got 0"));
+  // Sample 1 of the first request is what a lone request seeded 9 + 1 gives.
+  const std::string alone = (dir_.path() / "alone.jsonl").string();
+  testing::write_file(alone, "{\"prompt_ids\": [1, 2, 3], \"seed\": 10}\n");
+  r = run_command(cli_path() + " generate --model " + model_ + " --prompts-file " + alone +
+                  " --max-tokens 3 --temperature 5 --ignore-eos --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(json_lines(r.output)[0]["token_ids"], lines[1]["token_ids"]);
+  r = run_command(cli_path() + " generate --model " + model_ +
+                  " --prompt-ids 1,2 --n 2 --max-tokens 2 --ignore-eos");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("[0.1] prompt"));
+  EXPECT_THAT(r.output, HasSubstr("1 requests (0 failed)"));
+}
+
 TEST_F(CliTest, HumanOutputShowsIdsAndTimings) {
   auto r = run_command(cli_path() + " generate --model " + model_ +
                        " --prompt-ids 1,2,3 --max-tokens 4 --ignore-eos");

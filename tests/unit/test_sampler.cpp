@@ -670,6 +670,13 @@ TEST(SamplerValidate, NamesTheFieldOfEveryRule) {
   p.max_tokens = 0;
   expect_rejected(p, "max_tokens");
   p = SamplingParams{};
+  p.n = 0;
+  expect_rejected(p, "n must be in [1, 128]", "0");
+  p.n = 129;
+  expect_rejected(p, "n must be in [1, 128]", "129");
+  p.n = 128;
+  EXPECT_EQ(validate(p, 1000), "");
+  p = SamplingParams{};
   p.stop_token_ids = {3, 1000};
   expect_rejected(p, "stop_token_ids", "1000");
   p.stop_token_ids = {-1};
