@@ -23,6 +23,11 @@
 // equal the host's whenever the weights do. The host compares sequential double cumulative
 // sums where the device compares these exact prefix sums: that rounding (and the last bit of
 // exp) is the only way the two can disagree.
+//
+// Log-probabilities (and the non-finite count) always come from the raw row. A row with
+// logits processing draws its token from its processed copy instead: pass 1 runs a second
+// time, on that copy, and the draw (or the argmax) uses the copy's statistics. Rows without
+// processing take no extra pass.
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -519,18 +524,26 @@ __device__ float logprob_of(const LogprobCtx& l, float x, std::int32_t id) {
   return static_cast<float>(static_cast<double>(x) - l.lse);
 }
 
-__global__ void __launch_bounds__(kThreads, 1) sample_kernel(SampleParams p) {
-  __shared__ Smem sm;
-  const std::int64_t row = blockIdx.x;
-  const SamplingRow rp = p.rows[row];
+// What pass 1 counts besides the composites it leaves in the Row.
+struct RowCounts {
+  u32 num_fin;        // logits > -inf (NaN is -inf)
+  u32 num_pos_inf;    // +inf logits
+  u32 num_nonfinite;  // NaN or +-inf raw logits
+};
 
+// A row of `vocab` logits at x; the statistics are filled in by scan_row().
+__device__ __forceinline__ Row make_row(const float* x, std::int32_t vocab, float temperature) {
   Row r{};
-  r.x = p.logits + row * p.row_stride;
-  r.vocab = p.vocab;
-  r.vec = reinterpret_cast<std::uintptr_t>(r.x) % 16 == 0;
-  r.temp = static_cast<double>(rp.temperature);
+  r.x = x;
+  r.vocab = vocab;
+  r.vec = reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
+  r.temp = static_cast<double>(temperature);
+  return r;
+}
 
-  // Pass 1: the argmax (the largest composite), the composite range, +inf and finite counts.
+// Pass 1: the argmax (the largest composite), the composite range, +inf, finite and
+// non-finite counts. Fills r.top_c, r.min_c, r.min_fin_c and r.m.
+__device__ RowCounts scan_row(Row& r) {
   u64 top = 0, min_c = ~u64{0}, min_fin = ~u64{0};
   u32 num_fin = 0, num_pos_inf = 0, num_nonfinite = 0;
   for_each_token(r, [&](std::int32_t id, float raw) {
@@ -548,15 +561,27 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(SampleParams p) {
   r.top_c = block_reduce(top, MaxOp{});
   r.min_c = block_reduce(min_c, MinOp{});
   r.min_fin_c = block_reduce(min_fin, MinOp{});
-  num_fin = block_reduce(num_fin, SumOp{});
-  num_pos_inf = block_reduce(num_pos_inf, SumOp{});
-  num_nonfinite = block_reduce(num_nonfinite, SumOp{});
   r.m = x_of(r.top_c);
+  RowCounts n;
+  n.num_fin = block_reduce(num_fin, SumOp{});
+  n.num_pos_inf = block_reduce(num_pos_inf, SumOp{});
+  n.num_nonfinite = block_reduce(num_nonfinite, SumOp{});
+  return n;
+}
+
+__global__ void __launch_bounds__(kThreads, 1) sample_kernel(SampleParams p) {
+  __shared__ Smem sm;
+  const std::int64_t row = blockIdx.x;
+  const SamplingRow rp = p.rows[row];
+
+  // The raw row: the non-finite count and every log-probability.
+  Row r = make_row(p.logits + row * p.row_stride, p.vocab, rp.temperature);
+  const RowCounts counts = scan_row(r);
   if (p.nonfinite != nullptr && threadIdx.x == 0)
-    p.nonfinite[row] = static_cast<std::int32_t>(num_nonfinite);
+    p.nonfinite[row] = static_cast<std::int32_t>(counts.num_nonfinite);
 
   const bool want_logprobs = rp.num_logprobs >= 0;
-  LogprobCtx lp{r.m, id_of(r.top_c), num_pos_inf, 0.0};
+  LogprobCtx lp{r.m, id_of(r.top_c), counts.num_pos_inf, 0.0};
   if (want_logprobs && r.m != -kInf && r.m != kInf) {
     // logsumexp = max + log(sum exp(x - max)): fp32 exp terms summed in double. Each term is
     // within a few fp32 ulps, so the log-probabilities are good to ~1e-7.
@@ -598,13 +623,22 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(SampleParams p) {
     __syncthreads();  // the list is reused below
   }
 
+  // The token is drawn from the raw row, or from its processed copy: then r becomes that row,
+  // by a second pass 1 (processed_row is uniform over the block, so its collectives are too).
+  const float* const raw = r.x;
+  u32 num_fin = counts.num_fin;
+  if (rp.processed_row >= 0) {
+    r = make_row(p.processed + static_cast<std::int64_t>(rp.processed_row) * p.vocab, p.vocab,
+                 rp.temperature);
+    num_fin = scan_row(r).num_fin;
+  }
   const bool greedy = !(rp.temperature > 0.0f);
   // Greedy, or nothing has probability: the argmax (token 0 for a row of -inf / NaN).
   const std::int32_t token = greedy || num_fin == 0 ? id_of(r.top_c) : sample_row(sm, r, rp);
   if (threadIdx.x == 0) {
     p.tokens[row] = token;
     if (p.token_logprob != nullptr) {
-      p.token_logprob[row] = want_logprobs ? logprob_of(lp, clean(r.x[token]), token) : kNaN;
+      p.token_logprob[row] = want_logprobs ? logprob_of(lp, clean(raw[token]), token) : kNaN;
     }
   }
 }

@@ -10,6 +10,7 @@
 
 #include "cachet/errors.h"
 #include "cachet/types.h"
+#include "sampling/logit_edit.h"
 
 namespace cachet::backend {
 
@@ -58,6 +59,9 @@ struct SampleSpec {
   std::uint64_t counter = 0;
   // -1: no logprobs; 0: the chosen token's only; k > 0: also the top k (<= 20).
   std::int32_t num_logprobs = -1;
+  // Applied to a copy of the row before sampling (logits_processors.h: min_tokens,
+  // logit_bias, penalties); the logprobs stay the raw row's. Valid during the call.
+  std::span<const sampling::LogitEdit> edits;
 };
 
 struct SampledToken {

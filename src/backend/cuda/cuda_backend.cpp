@@ -16,6 +16,7 @@
 #include "backend/batch_check.h"
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cuda/cuda_util.h"
+#include "backend/cuda/device_sampler.h"
 #include "backend/cuda/gemm.h"
 #include "cachet/errors.h"
 #include "ops.h"
@@ -200,19 +201,8 @@ class CudaBackend final : public Backend {
   Meta meta_mirror_{};  // the same layout in meta_host_
   PinnedBuffer logits_host_;
 
-  // Device sampling: per-row parameters in, tokens and logprobs out, logits_rows_ rows.
-  struct SampleIo {
-    kernels::SamplingRow* rows;
-    std::int32_t* tokens;
-    float* token_logprob;
-    std::int32_t* top_ids;    // [rows, kMaxSampleLogprobs]
-    float* top_logprobs;      // [rows, kMaxSampleLogprobs]
-    std::int32_t* nonfinite;  // [rows] NaN / +-inf logits per row
-  };
-  DeviceBuffer sample_dev_;
-  PinnedBuffer sample_host_;
-  SampleIo sample_{}, sample_mirror_{};
-  std::size_t sample_in_bytes_ = 0, sample_out_offset_ = 0;
+  // Device sampling, logits_rows_ rows at a time.
+  cuda::DeviceSampler sampler_;
 
   // Decode graphs by padded batch size.
   struct DecodeGraph {
@@ -498,31 +488,9 @@ void CudaBackend::allocate_workspace() {
   meta_mirror_ = carve(meta_host_.as<char>());
   logits_host_ = PinnedBuffer(std::size_t(logits_rows_) * vocab_ * 4, "the logits mirror");
 
-  {
-    const std::size_t R = static_cast<std::size_t>(logits_rows_);
-    const std::size_t K = kernels::kMaxSampleLogprobs;
-    const std::size_t rows_bytes = align_up(R * sizeof(kernels::SamplingRow));
-    const std::size_t tok = align_up(R * 4), lp = align_up(R * 4), ids = align_up(R * K * 4);
-    const std::size_t top_lp = align_up(R * K * 4), bad = align_up(R * 4);
-    const std::size_t total_s = rows_bytes + tok + lp + ids + top_lp + bad;
-    sample_dev_ = DeviceBuffer(total_s, "the sampling buffers");
-    sample_host_ = PinnedBuffer(total_s, "the sampling mirror");
-    const auto carve_s = [&](char* b) {
-      return SampleIo{reinterpret_cast<kernels::SamplingRow*>(b),
-                      reinterpret_cast<std::int32_t*>(b + rows_bytes),
-                      reinterpret_cast<float*>(b + rows_bytes + tok),
-                      reinterpret_cast<std::int32_t*>(b + rows_bytes + tok + lp),
-                      reinterpret_cast<float*>(b + rows_bytes + tok + lp + ids),
-                      reinterpret_cast<std::int32_t*>(b + rows_bytes + tok + lp + ids + top_lp)};
-    };
-    sample_ = carve_s(sample_dev_.as<char>());
-    sample_mirror_ = carve_s(sample_host_.as<char>());
-    sample_in_bytes_ = rows_bytes;
-    sample_out_offset_ = rows_bytes;
-    plan_.workspace_bytes += static_cast<std::int64_t>(total_s);
-  }
-  plan_.workspace_bytes =
-      static_cast<std::int64_t>(total + meta_bytes_ + gemm_->workspace_bytes() + rope_.bytes());
+  sampler_ = cuda::DeviceSampler(logits_rows_, static_cast<std::int64_t>(vocab_));
+  plan_.workspace_bytes = static_cast<std::int64_t>(total + meta_bytes_ + gemm_->workspace_bytes() +
+                                                    rope_.bytes() + sampler_.fixed_bytes());
 }
 
 std::int64_t CudaBackend::choose_num_blocks(const CudaBackendOptions& o) const {
@@ -878,54 +846,13 @@ void CudaBackend::forward_sample(const ForwardBatch& batch, const std::vector<Sa
   const std::int32_t num_logits = run_forward(batch);
   out.resize(static_cast<std::size_t>(num_logits));
   cudaStream_t s = stream_.get();
-  const std::size_t K = kernels::kMaxSampleLogprobs;
+  const std::span<const SampleSpec> all_specs(specs);
+  const std::span<SampledToken> all_out(out);
   for (std::int32_t first = 0; first < num_logits; first += logits_rows_) {
     const std::int32_t rows = std::min(logits_rows_, num_logits - first);
     if (first > 0) run_lm_head(first, rows);
-    for (std::int32_t r = 0; r < rows; ++r) {
-      const SampleSpec& spec = specs[static_cast<std::size_t>(first + r)];
-      sample_mirror_.rows[r] = {spec.temperature, spec.top_k,   spec.top_p,       spec.min_p,
-                                spec.seed,        spec.counter, spec.num_logprobs};
-    }
-    check(cudaMemcpyAsync(sample_.rows, sample_mirror_.rows, rows * sizeof(kernels::SamplingRow),
-                          cudaMemcpyHostToDevice, s),
-          "copy sampling parameters to the GPU");
-    kernels::SampleParams sp;
-    sp.logits = logits_;
-    sp.row_stride = vocab_;
-    sp.rows = sample_.rows;
-    sp.tokens = sample_.tokens;
-    sp.token_logprob = sample_.token_logprob;
-    // Rows are kMaxSampleLogprobs wide; each row's num_logprobs decides the work.
-    sp.top_ids = sample_.top_ids;
-    sp.top_logprobs = sample_.top_logprobs;
-    sp.nonfinite = sample_.nonfinite;
-    sp.num_rows = rows;
-    sp.vocab = static_cast<std::int32_t>(vocab_);
-    sp.max_logprobs = kernels::kMaxSampleLogprobs;
-    launch(kernels::launch_sample(sp, s), "sampling kernel");
-    // Outputs are contiguous after the parameters: one copy brings back what is used.
-    const std::size_t out_bytes = sample_dev_.bytes() - sample_out_offset_;
-    check(cudaMemcpyAsync(sample_host_.as<char>() + sample_out_offset_,
-                          sample_dev_.as<char>() + sample_out_offset_, out_bytes,
-                          cudaMemcpyDeviceToHost, s),
-          "copy sampled tokens to the host");
-    check(cudaStreamSynchronize(s), "cudaStreamSynchronize (forward_sample)");
-    for (std::int32_t r = 0; r < rows; ++r) {
-      SampledToken& t = out[static_cast<std::size_t>(first + r)];
-      const SampleSpec& spec = specs[static_cast<std::size_t>(first + r)];
-      t.token = sample_mirror_.tokens[r];
-      t.logprob = sample_mirror_.token_logprob[r];
-      t.num_nonfinite = sample_mirror_.nonfinite[r];
-      t.top_ids.clear();
-      t.top_logprobs.clear();
-      for (std::int32_t i = 0; i < spec.num_logprobs; ++i) {
-        const std::int32_t id = sample_mirror_.top_ids[r * K + i];
-        if (id < 0) break;
-        t.top_ids.push_back(id);
-        t.top_logprobs.push_back(sample_mirror_.top_logprobs[r * K + i]);
-      }
-    }
+    const auto at = static_cast<std::size_t>(first), n = static_cast<std::size_t>(rows);
+    sampler_.sample(logits_, all_specs.subspan(at, n), all_out.subspan(at, n), s);
   }
   if (num_logits == 0) check(cudaStreamSynchronize(s), "cudaStreamSynchronize (forward)");
 }
