@@ -23,6 +23,7 @@
 #include "engine/engine_testing.h"
 #include "model/make_model.h"
 #include "sampling.h"
+#include "support/forwarding_backend.h"
 #include "support/test_support.h"
 #include "support/tiny_model.h"
 
@@ -58,29 +59,18 @@ struct SmallGpuModel {
 
 // Delegates to the CUDA backend; before its `at`-th forward_sample (1-based) it runs
 // `before(inner)`.
-class Interposer : public backend::Backend {
+class Interposer : public testing::ForwardingBackend {
  public:
   Interposer(std::unique_ptr<backend::Backend> inner, int at,
              std::function<void(backend::Backend&)> before)
-      : inner_(std::move(inner)), at_(at), before_(std::move(before)) {}
-  std::string_view name() const override { return inner_->name(); }
-  const backend::KvCacheSpec& kv_spec() const override { return inner_->kv_spec(); }
-  std::int32_t vocab_size() const override { return inner_->vocab_size(); }
-  void forward(const backend::ForwardBatch& b, std::vector<float>& logits) override {
-    inner_->forward(b, logits);
-  }
-  void poison_blocks(std::span<const std::int32_t> blocks) override {
-    inner_->poison_blocks(blocks);
-  }
-  bool samples_on_device() const override { return inner_->samples_on_device(); }
+      : ForwardingBackend(std::move(inner)), at_(at), before_(std::move(before)) {}
   void forward_sample(const backend::ForwardBatch& b, const std::vector<backend::SampleSpec>& specs,
                       std::vector<backend::SampledToken>& out) override {
-    if (++calls_ == at_) before_(*inner_);
-    inner_->forward_sample(b, specs, out);
+    if (++calls_ == at_) before_(inner());
+    ForwardingBackend::forward_sample(b, specs, out);
   }
 
  private:
-  std::unique_ptr<backend::Backend> inner_;
   int at_;
   std::function<void(backend::Backend&)> before_;
   int calls_ = 0;

@@ -20,6 +20,7 @@
 #include "backend/backend.h"
 #include "cachet/engine.h"
 #include "engine/engine_testing.h"
+#include "support/forwarding_backend.h"
 #include "support/signal.h"
 #include "support/test_support.h"
 #include "support/tiny_model.h"
@@ -34,32 +35,25 @@ constexpr auto kWaitLimit = std::chrono::seconds(60);
 
 // Delegates to the real backend; its `forward_calls`-th forward (1-based) runs `fault`
 // instead, and so does the `query_calls`-th samples_on_device() query.
-class FaultyBackend : public backend::Backend {
+class FaultyBackend : public testing::ForwardingBackend {
  public:
   FaultyBackend(std::unique_ptr<backend::Backend> inner, int forward_calls, int query_calls,
                 std::function<void()> fault)
-      : inner_(std::move(inner)),
+      : ForwardingBackend(std::move(inner)),
         forward_at_(forward_calls),
         query_at_(query_calls),
         fault_(std::move(fault)) {}
 
-  std::string_view name() const override { return inner_->name(); }
-  const backend::KvCacheSpec& kv_spec() const override { return inner_->kv_spec(); }
-  std::int32_t vocab_size() const override { return inner_->vocab_size(); }
   void forward(const backend::ForwardBatch& batch, std::vector<float>& logits) override {
     if (++forwards_ == forward_at_) fault_();
-    inner_->forward(batch, logits);
-  }
-  void poison_blocks(std::span<const std::int32_t> blocks) override {
-    inner_->poison_blocks(blocks);
+    ForwardingBackend::forward(batch, logits);
   }
   bool samples_on_device() const override {
     if (++queries_ == query_at_) fault_();
-    return inner_->samples_on_device();
+    return ForwardingBackend::samples_on_device();
   }
 
  private:
-  std::unique_ptr<backend::Backend> inner_;
   int forward_at_, query_at_;
   std::function<void()> fault_;
   int forwards_ = 0;
