@@ -151,6 +151,10 @@ struct EngineHealth {
 struct EngineInfo {
   std::string architecture;  // e.g. "Qwen3ForCausalLM"
   std::string backend;       // "cpu" or "cuda"
+  // The CPU backend's kernels: "avx512", "avx2" or "generic", the best this build and CPU
+  // can run unless the environment variable CACHET_CPU_ISA names a lower one; empty on
+  // "cuda".
+  std::string cpu_isa;
   std::int32_t vocab_size = 0;
   std::int32_t num_layers = 0;
   std::int32_t block_size = 0;

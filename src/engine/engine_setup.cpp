@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/cpu_isa.h"
 #include "backend/device_probe.h"
 #if defined(CACHET_WITH_CUDA)
 #include "backend/cuda/cuda_backend.h"
@@ -139,7 +140,9 @@ std::unique_ptr<backend::Backend> make_cuda(const EngineConfig& config, const fs
 
 std::unique_ptr<backend::Backend> make_cpu(const EngineConfig& config, const fs::path& dir,
                                            const model::ModelConfig& model, int threads,
-                                           std::int64_t& block_bytes) {
+                                           const util::Logger& log, std::int64_t& block_bytes) {
+  const backend::cpu::IsaChoice& isa = backend::cpu::isa_choice();
+  if (!isa.ignored.empty()) log.warn("{}", isa.ignored);
   // The weights first: they are checked against config.json, and so bound every size the
   // KV cache is computed from (a config.json claiming huge head counts fails as the
   // mismatch it is, not as an absurd KV block size that may overflow).
@@ -166,6 +169,7 @@ EngineInfo describe(const EngineConfig& config, const EngineParts& parts, std::i
   const std::int64_t num_blocks = parts.backend->kv_spec().num_blocks;
   info.architecture = std::string(model::arch_name(parts.model.arch));
   info.backend = std::string(parts.backend->name());
+  if (info.backend == "cpu") info.cpu_isa = backend::cpu::kernels().isa;
   info.vocab_size = parts.model.vocab_size;
   info.num_layers = parts.model.num_layers;
   info.block_size = config.block_size;
@@ -210,12 +214,14 @@ EngineParts build_engine_parts(const EngineConfig& config, const util::Logger& l
 
   std::int64_t block_bytes = 0;
   parts.backend = make_cuda(config, dir, parts.model, max_len, log, block_bytes);
-  if (!parts.backend) parts.backend = make_cpu(config, dir, parts.model, threads, block_bytes);
+  if (!parts.backend) parts.backend = make_cpu(config, dir, parts.model, threads, log, block_bytes);
   parts.info = describe(config, parts, max_len, threads, block_bytes);
-  log.info("{} on {}: {} KV blocks of {} tokens ({:.1f} MiB), max_model_len {}, prefix caching {}",
-           parts.info.architecture, parts.info.backend, parts.info.num_kv_blocks, config.block_size,
-           parts.info.kv_cache_bytes / 1048576.0, max_len,
-           config.enable_prefix_caching ? "on" : "off");
+  log.info(
+      "{} on {}{}: {} KV blocks of {} tokens ({:.1f} MiB), max_model_len {}, prefix caching {}",
+      parts.info.architecture, parts.info.backend,
+      parts.info.cpu_isa.empty() ? "" : " (" + parts.info.cpu_isa + " kernels)",
+      parts.info.num_kv_blocks, config.block_size, parts.info.kv_cache_bytes / 1048576.0, max_len,
+      config.enable_prefix_caching ? "on" : "off");
   return parts;
 }
 

@@ -17,13 +17,19 @@ Runner add_info_command(CLI::App& app) {
     config->device = Device::kCpu;
     Engine engine(*config);
     const EngineInfo& i = engine.info();
-    nlohmann::json j = {
-        {"architecture", i.architecture},     {"backend", i.backend},
-        {"vocab_size", i.vocab_size},         {"num_layers", i.num_layers},
-        {"block_size", i.block_size},         {"num_kv_blocks", i.num_kv_blocks},
-        {"kv_cache_bytes", i.kv_cache_bytes}, {"max_model_len", i.max_model_len},
-        {"max_num_seqs", i.max_num_seqs},     {"max_num_batched_tokens", i.max_num_batched_tokens},
-        {"num_threads", i.num_threads},       {"eos_token_ids", i.eos_token_ids}};
+    nlohmann::json j = {{"architecture", i.architecture},
+                        {"backend", i.backend},
+                        {"cpu_isa", i.cpu_isa},
+                        {"vocab_size", i.vocab_size},
+                        {"num_layers", i.num_layers},
+                        {"block_size", i.block_size},
+                        {"num_kv_blocks", i.num_kv_blocks},
+                        {"kv_cache_bytes", i.kv_cache_bytes},
+                        {"max_model_len", i.max_model_len},
+                        {"max_num_seqs", i.max_num_seqs},
+                        {"max_num_batched_tokens", i.max_num_batched_tokens},
+                        {"num_threads", i.num_threads},
+                        {"eos_token_ids", i.eos_token_ids}};
     fmt::print("{}\n", j.dump(2));
     return 0;
   };

@@ -6,176 +6,11 @@
 #include <limits>
 #include <numbers>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
-// 64-byte vectors are returned by value from the inline helpers below; without AVX-512 GCC
-// warns that their ABI differs, which does not matter for functions local to this file.
-// (Parameters are passed by reference: that note cannot be silenced.)
-#pragma GCC diagnostic ignored "-Wpsabi"
+#include "backend/cpu/cpu_isa.h"
 
 namespace cachet::backend::cpu {
 
 namespace {
-
-// 16 fp32 lanes: one AVX-512 register, or two AVX / four SSE registers without -march.
-using Vec = float __attribute__((vector_size(64)));
-constexpr std::int64_t kLanes = 16;
-
-inline Vec load(const float* p) {
-  Vec v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-// The first n (< kLanes) values of p, zeros after: the in_dim tail goes through the same
-// lanes and the same fused multiply-add as the body.
-inline Vec load_partial(const float* p, std::int64_t n) {
-#if defined(__AVX512F__)
-  return reinterpret_cast<Vec>(_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p));
-#else
-  Vec v = {};
-  std::memcpy(&v, p, static_cast<std::size_t>(n) * sizeof(float));
-  return v;
-#endif
-}
-
-// a * b + c. Spelled out per target so that whether it is one rounding (FMA) or two never
-// depends on the compiler's contraction choices at a particular call site.
-inline Vec fmadd(const Vec& a, const Vec& b, const Vec& c) {
-#if defined(__AVX512F__)
-  return reinterpret_cast<Vec>(_mm512_fmadd_ps(
-      reinterpret_cast<__m512>(a), reinterpret_cast<__m512>(b), reinterpret_cast<__m512>(c)));
-#elif defined(__FMA__)
-  __m256 a2[2], b2[2], c2[2];
-  std::memcpy(a2, &a, sizeof a);
-  std::memcpy(b2, &b, sizeof b);
-  std::memcpy(c2, &c, sizeof c);
-  c2[0] = _mm256_fmadd_ps(a2[0], b2[0], c2[0]);
-  c2[1] = _mm256_fmadd_ps(a2[1], b2[1], c2[1]);
-  Vec r;
-  std::memcpy(&r, c2, sizeof r);
-  return r;
-#else
-  // x86 without FMA: always a multiply then an add. (Other architectures may contract this
-  // into an FMA; they do it the same way for every call, but that is the compiler's promise,
-  // not ours.)
-  return a * b + c;
-#endif
-}
-
-// Sum of the lanes by a fixed tree: lane i + lane i+8, then i + i+4, i + i+2, i + i+1.
-inline float hsum(const Vec& v) {
-  using Vec8 = float __attribute__((vector_size(32)));
-  using Vec4 = float __attribute__((vector_size(16)));
-  const Vec8 s8 = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-                  __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const Vec4 s4 =
-      __builtin_shufflevector(s8, s8, 0, 1, 2, 3) + __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
-  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
-}
-
-// The dot product of matmul, attention scores and rmsnorm: 16 lanes over n, fixed tree.
-inline float dot_inline(const float* a, const float* b, std::int64_t n) {
-  Vec acc = {};
-  std::int64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes) acc = fmadd(load(a + k), load(b + k), acc);
-  if (k < n) acc = fmadd(load_partial(a + k, n - k), load_partial(b + k, n - k), acc);
-  return hsum(acc);
-}
-
-// Pins a vector in a register. Without it GCC folds the weight loads into the FMAs as
-// memory operands, reloading each weight vector once per token (half the speed).
-inline void keep_in_register([[maybe_unused]] Vec& v) {
-#if defined(__AVX512F__)
-  asm("" : "+v"(v));
-#endif
-}
-
-// The matmul micro-kernel: kTokens x kTileRows dot products over n, each weight vector
-// load serving kTokens tokens. Whatever kTokens, every accumulator goes through the same
-// IEEE operations in the same order: one explicit fmadd per 16-lane chunk of n (the tail
-// zero-padded), then hsum. So an output element does not depend on which variant computed
-// it or on its slot in the tile.
-constexpr int kTileRows = 4;
-constexpr int kMaxTileTokens = 6;  // 24 accumulators + 4 weights + 1 input of 32 registers
-
-template <int kTokens>
-[[gnu::noinline]] void dot_tile(const float* const* x, const float* const* w, std::int64_t n,
-                                float* out) {
-  Vec acc[kTokens][kTileRows];
-#pragma GCC unroll 16
-  for (int t = 0; t < kTokens; ++t) {
-#pragma GCC unroll 16
-    for (int r = 0; r < kTileRows; ++r) acc[t][r] = Vec{};
-  }
-  std::int64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes) {
-    Vec wv[kTileRows];
-#pragma GCC unroll 16
-    for (int r = 0; r < kTileRows; ++r) {
-      wv[r] = load(w[r] + k);
-      keep_in_register(wv[r]);
-    }
-#pragma GCC unroll 16
-    for (int t = 0; t < kTokens; ++t) {
-      Vec xv = load(x[t] + k);
-      keep_in_register(xv);
-#pragma GCC unroll 16
-      for (int r = 0; r < kTileRows; ++r) acc[t][r] = fmadd(xv, wv[r], acc[t][r]);
-    }
-  }
-  if (k < n) {
-    Vec wv[kTileRows];
-    for (int r = 0; r < kTileRows; ++r) wv[r] = load_partial(w[r] + k, n - k);
-    for (int t = 0; t < kTokens; ++t) {
-      const Vec xv = load_partial(x[t] + k, n - k);
-      for (int r = 0; r < kTileRows; ++r) acc[t][r] = fmadd(xv, wv[r], acc[t][r]);
-    }
-  }
-  for (int t = 0; t < kTokens; ++t) {
-    for (int r = 0; r < kTileRows; ++r) out[t * kTileRows + r] = hsum(acc[t][r]);
-  }
-}
-
-using DotTileFn = void (*)(const float* const*, const float* const*, std::int64_t, float*);
-// Indexed by the number of tokens in the tile, 1..kMaxTileTokens.
-constexpr DotTileFn kDotTiles[kMaxTileTokens + 1] = {
-    nullptr, dot_tile<1>, dot_tile<2>, dot_tile<3>, dot_tile<4>, dot_tile<5>, dot_tile<6>};
-
-// Attention's P·V: for each head h < kHeads, y[h][d] += sum_j a[h][j] * x[j][d] over
-// j = 0, 1, ... n-1 in order, one fmadd per term. Each 16-lane chunk of every y[h] stays in a
-// register across the n rows of x, and each x chunk is loaded once for all heads.
-//   a: [kHeads][kWindow] weights   x: [n] row pointers, [dim] each   y: [kHeads, dim]
-constexpr int kWindow = 32;
-
-template <int kHeads>
-void weighted_sum(const float (*a)[kWindow], const float* const* x, std::int32_t n, float* y,
-                  std::int64_t dim) {
-  for (std::int64_t d = 0; d < dim; d += kLanes) {
-    const std::int64_t width = std::min(kLanes, dim - d);
-    Vec acc[kHeads];
-#pragma GCC unroll 8
-    for (int h = 0; h < kHeads; ++h) acc[h] = load_partial(y + h * dim + d, width);
-    for (std::int32_t j = 0; j < n; ++j) {
-      const Vec v = width == kLanes ? load(x[j] + d) : load_partial(x[j] + d, width);
-#pragma GCC unroll 8
-      for (int h = 0; h < kHeads; ++h) acc[h] = fmadd(Vec{} + a[h][j], v, acc[h]);
-    }
-#pragma GCC unroll 8
-    for (int h = 0; h < kHeads; ++h) {
-      std::memcpy(y + h * dim + d, &acc[h], static_cast<std::size_t>(width) * sizeof(float));
-    }
-  }
-}
-
-using WeightedSumFn = void (*)(const float (*)[kWindow], const float* const*, std::int32_t, float*,
-                               std::int64_t);
-// Indexed by the number of heads, 1..kMaxTileTokens.
-constexpr WeightedSumFn kWeightedSums[kMaxTileTokens + 1] = {
-    nullptr,         weighted_sum<1>, weighted_sum<2>, weighted_sum<3>,
-    weighted_sum<4>, weighted_sum<5>, weighted_sum<6>};
 
 struct MatmulArgs {
   const float* x;  // [num_tokens, in_dim]
@@ -186,6 +21,7 @@ struct MatmulArgs {
   float* y;           // [num_tokens, out_dim]
   bool accumulate;
   std::int64_t block_groups;  // row groups whose weights stay in L2 while tokens stream by
+  const Kernels* kernels;
 };
 
 // Row groups [g0, g1) of kTileRows output rows, all tokens. A partial row group repeats
@@ -198,7 +34,7 @@ void matmul_rows(const MatmulArgs& a, std::int64_t g0, std::int64_t g1) {
     const std::int64_t ge = std::min(g1, gb + a.block_groups);
     for (std::int64_t t0 = 0; t0 < a.num_tokens; t0 += kMaxTileTokens) {
       const std::int64_t nt = std::min<std::int64_t>(kMaxTileTokens, a.num_tokens - t0);
-      const DotTileFn tile = kDotTiles[nt];
+      const DotTileFn tile = a.kernels->dot_tiles[nt];
       for (std::int64_t t = 0; t < nt; ++t) xp[t] = a.x + (t0 + t) * a.in_dim;
       for (std::int64_t g = gb; g < ge; ++g) {
         const std::int64_t r0 = g * kTileRows;
@@ -227,9 +63,11 @@ void matmul(util::ThreadPool& pool, const float* x, std::int64_t num_tokens, std
   if (num_tokens <= 0 || out_dim <= 0) return;
   constexpr std::int64_t kL2Bytes = 256 * 1024;
   const std::int64_t row_bytes = std::max<std::int64_t>(in_dim, 1) * std::int64_t{sizeof(float)};
-  const MatmulArgs args{x, num_tokens, in_dim,
-                        w, out_dim,    bias,
-                        y, accumulate, std::max<std::int64_t>(1, kL2Bytes / row_bytes / kTileRows)};
+  const MatmulArgs args{
+      x,         num_tokens, in_dim,
+      w,         out_dim,    bias,
+      y,         accumulate, std::max<std::int64_t>(1, kL2Bytes / row_bytes / kTileRows),
+      &kernels()};
   const std::int64_t groups = (out_dim + kTileRows - 1) / kTileRows;
   // At least ~64k multiply-adds per chunk, so tiny matmuls do not pay for waking threads.
   const std::int64_t macs_per_group = std::max<std::int64_t>(1, in_dim) * num_tokens * kTileRows;
@@ -238,11 +76,11 @@ void matmul(util::ThreadPool& pool, const float* x, std::int64_t num_tokens, std
                     [a = &args](std::int64_t g0, std::int64_t g1) { matmul_rows(*a, g0, g1); });
 }
 
-float dot(const float* a, const float* b, std::int64_t n) { return dot_inline(a, b, n); }
+float dot(const float* a, const float* b, std::int64_t n) { return kernels().dot(a, b, n); }
 
 void rmsnorm_row(const float* x, const float* w, std::int64_t n, float eps, float* y) {
   // Mean of squares in fp32, as HF does after .to(torch.float32).
-  const float sum_sq = dot_inline(x, x, n);
+  const float sum_sq = kernels().dot(x, x, n);
   const float inv_rms = 1.0f / std::sqrt(sum_sq / static_cast<float>(n) + eps);
   for (std::int64_t i = 0; i < n; ++i) y[i] = w[i] * (x[i] * inv_rms);
 }
@@ -326,6 +164,7 @@ void rope_apply(float* x, const float* cos, const float* sin, std::int32_t half)
 void attention(const float* q, std::int64_t q_stride, std::int32_t num_tokens,
                std::int32_t num_q_heads, std::int32_t pos0, const PagedKv& kv, std::int32_t kv_head,
                float scale, float* out, std::int64_t out_stride) {
+  const Kernels& k = kernels();
   constexpr std::int32_t kMaxHeads = kMaxTileTokens;  // query heads per dot_tile call
   constexpr std::int32_t kMaxTokens = 8;              // per-(token, head) state on the stack
   const std::int32_t hd = kv.head_dim;
@@ -373,7 +212,7 @@ void attention(const float* q, std::int64_t q_stride, std::int32_t num_tokens,
           for (std::int32_t j0 = 0; j0 < n; j0 += kTileRows) {
             const float* keys[kTileRows];
             for (std::int32_t r = 0; r < kTileRows; ++r) keys[r] = k_rows[std::min(j0 + r, n - 1)];
-            kDotTiles[heads](q_rows, keys, hd, tile);
+            k.dot_tiles[heads](q_rows, keys, hd, tile);
             for (std::int32_t h = 0; h < heads; ++h) {
               for (std::int32_t r = 0; r < kTileRows && j0 + r < n; ++r) {
                 scores[h][j0 + r] = tile[h * kTileRows + r] * scale;
@@ -395,7 +234,7 @@ void attention(const float* q, std::int64_t q_stride, std::int32_t num_tokens,
               running_sum[i][h] += weights[h][j];
             }
           }
-          kWeightedSums[heads](weights, v_rows, n, og, hd);
+          k.weighted_sums[heads](weights, v_rows, n, og, hd);
         }
       }
       for (std::int32_t i = 0; i < tokens; ++i) {
