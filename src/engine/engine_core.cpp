@@ -366,7 +366,8 @@ bool EngineCore::sample_on_device(const BuiltBatch& built) const {
 void EngineCore::build_sample_specs(const BuiltBatch& built) {
   specs_.resize(built.uses.size());
   edits_.clear();
-  std::vector<std::size_t> first_edit(built.uses.size() + 1);
+  std::vector<std::size_t>& first_edit = first_edit_;
+  first_edit.resize(built.uses.size() + 1);
   for (std::size_t row = 0; row < built.uses.size(); ++row) {
     const Sequence& seq = *built.uses[row].seq;
     const SamplingParams& p = seq.params;

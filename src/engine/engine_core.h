@@ -107,6 +107,7 @@ class EngineCore {
   std::vector<float> processed_;                // [vocab] one row after logits processing
   std::vector<backend::SampleSpec> specs_;      // per logits row (device sampling)
   std::vector<sampling::LogitEdit> edits_;      // the rows' logits edits (device sampling)
+  std::vector<std::size_t> first_edit_;         // per row: where its edits start in edits_
   std::vector<backend::SampledToken> sampled_;  // per logits row (device sampling)
   std::uint64_t next_arrival_ = 0;
   std::int64_t num_steps_ = 0, num_finished_ = 0, peak_in_use_ = 0, integrity_checks_ = 0;

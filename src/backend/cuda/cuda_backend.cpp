@@ -27,6 +27,7 @@ namespace cachet::backend {
 
 namespace {
 
+using cuda::align_up;
 using cuda::check;
 using cuda::DeviceBuffer;
 using cuda::PinnedBuffer;
@@ -75,9 +76,6 @@ void convert(const float* src, std::size_t n, bool fp16, std::uint16_t* dst) {
   }
   for (auto& th : pool) th.join();
 }
-
-// Rounds up to a multiple of 256 bytes, the alignment every carve-out below keeps.
-constexpr std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
 class CudaBackend final : public Backend {
  public:

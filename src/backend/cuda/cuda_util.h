@@ -32,6 +32,9 @@ inline void check(cublasStatus_t status, const char* what) {
 [[noreturn]] void fail_allocation(cudaError_t status, std::size_t bytes, const std::string& what,
                                   const char* where);
 
+// Rounds up to a multiple of 256 bytes, the alignment every carve-out of a buffer keeps.
+constexpr std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
+
 // Where an Allocation's memory comes from.
 struct DeviceMemory {
   static cudaError_t allocate(void** p, std::size_t n) { return cudaMalloc(p, n); }

@@ -6,12 +6,6 @@
 #include <cstring>
 
 namespace cachet::backend::cuda {
-namespace {
-
-// Every carve-out keeps 256-byte alignment.
-constexpr std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
-
-}  // namespace
 
 DeviceSampler::DeviceSampler(std::int32_t max_rows, std::int64_t vocab)
     : max_rows_(max_rows), vocab_(vocab) {
@@ -44,7 +38,7 @@ void DeviceSampler::reserve_processing(std::size_t rows, std::size_t edits) {
     processed_ = DeviceBuffer(processed_rows_cap_ * static_cast<std::size_t>(vocab_) * 4,
                               "the processed logits rows");
   }
-  if (edits > edits_cap_ || edits_dev_.get() == nullptr) {
+  if (edits > edits_cap_) {
     edits_cap_ = std::max({edits, 2 * edits_cap_, std::size_t{1024}});
     const std::size_t bytes =
         align_up(static_cast<std::size_t>(max_rows_) * sizeof(kernels::ProcessedRow)) +
@@ -59,8 +53,7 @@ const float* DeviceSampler::process(const float* logits, std::span<const SampleS
   processed_rows_.clear();
   std::size_t num_edits = 0;
   for (std::size_t r = 0; r < specs.size(); ++r) {
-    mirror_.rows[r].processed_row = -1;
-    if (specs[r].edits.empty()) continue;
+    if (specs[r].edits.empty()) continue;  // processed_row stays -1
     mirror_.rows[r].processed_row = static_cast<std::int32_t>(processed_rows_.size());
     processed_rows_.push_back({static_cast<std::int32_t>(r), static_cast<std::int32_t>(num_edits),
                                static_cast<std::int32_t>(specs[r].edits.size())});

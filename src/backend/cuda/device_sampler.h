@@ -45,8 +45,8 @@ class DeviceSampler {
     float* top_logprobs;      // [rows, kMaxSampleLogprobs]
     std::int32_t* nonfinite;  // [rows] NaN / +-inf logits per row
   };
-  // Applies the edits of the rows that have some to copies of them; sets each row's
-  // processed_row in the host mirror. Returns the copies' device buffer (null when none).
+  // Applies the edits of the rows that have some to copies of them; sets their processed_row
+  // in the host mirror (the others keep -1). Returns the copies' device buffer (null when none).
   const float* process(const float* logits, std::span<const SampleSpec> specs, cudaStream_t stream);
   void reserve_processing(std::size_t rows, std::size_t edits);
   void read_back(std::span<const SampleSpec> specs, std::span<SampledToken> out) const;
