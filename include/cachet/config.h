@@ -40,6 +40,11 @@ struct EngineConfig {
   std::string model_dir;
   // Where to run. kAuto falls back to the CPU backend (and logs it) when no GPU is usable.
   Device device = Device::kAuto;
+  // Memory-map the safetensors files (the page cache is then the only copy of the weights on
+  // the host, and loading reads only their headers). The files must then not be truncated or
+  // rewritten in place while the engine runs. false: read them into the engine's own memory
+  // instead (slower to load; a later change to the files cannot affect the engine).
+  bool mmap_weights = true;
   // Tokens per KV-cache block (a power of two, 1..256).
   std::int32_t block_size = 16;
   // Keep the K/V of full blocks after their request ends and reuse it for every later

@@ -93,6 +93,10 @@ void merge_generation_config(const fs::path& dir, std::int32_t vocab_size,
 }
 
 // The CUDA backend, or null when kAuto settles for the CPU (and logs why).
+model::WeightLoading loading(const EngineConfig& config) {
+  return config.mmap_weights ? model::WeightLoading::kMap : model::WeightLoading::kRead;
+}
+
 std::unique_ptr<backend::Backend> make_cuda(const EngineConfig& config, const fs::path& dir,
                                             const model::ModelConfig& model, std::int32_t max_len,
                                             const util::Logger& log, std::int64_t& block_bytes) {
@@ -124,7 +128,8 @@ std::unique_ptr<backend::Backend> make_cuda(const EngineConfig& config, const fs
   o.gemm_autotune = config.cuda_gemm_autotune;
   o.log = &log;
   try {
-    auto backend = backend::make_cuda_backend(model, model::load_weights(dir, model), o);
+    auto backend =
+        backend::make_cuda_backend(model, model::load_weights(dir, model, loading(config)), o);
     block_bytes = backend::cuda_kv_block_bytes(model, config.block_size);
     return backend;
   } catch (const Error& e) {
@@ -146,7 +151,7 @@ std::unique_ptr<backend::Backend> make_cpu(const EngineConfig& config, const fs:
   // The weights first: they are checked against config.json, and so bound every size the
   // KV cache is computed from (a config.json claiming huge head counts fails as the
   // mismatch it is, not as an absurd KV block size that may overflow).
-  model::ModelWeights weights = model::load_weights(dir, model);
+  model::ModelWeights weights = model::load_weights(dir, model, loading(config));
   block_bytes = backend::cpu_kv_block_bytes(model, config.block_size);
   const std::int64_t budget =
       config.kv_cache_bytes > 0 ? config.kv_cache_bytes : std::int64_t{512} << 20;

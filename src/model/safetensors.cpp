@@ -174,6 +174,38 @@ void check_no_overlap(const std::string& file, std::vector<ByteRange> ranges) {
   }
 }
 
+// The file's bytes: its read-only mapping, or (kRead) an anonymous mapping the file is read
+// into, which no later change to the file can affect.
+void* map_bytes(int fd, std::uint64_t size, WeightLoading mode, const std::string& file) {
+  if (mode == WeightLoading::kMap) {
+    void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) {
+      fail(ErrorCode::kInvalidModel, file, fmt::format("mmap failed: {}", std::strerror(errno)));
+    }
+    return m;
+  }
+  void* m = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    throw Error(ErrorCode::kOutOfMemory,
+                fmt::format("{}: cannot allocate {} bytes to read the file into: {}", file, size,
+                            std::strerror(errno)));
+  }
+  for (std::uint64_t done = 0; done < size;) {
+    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(size - done, 1u << 30));
+    const ssize_t n = ::pread(fd, static_cast<char*>(m) + done, want, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string why = n == 0 ? "the file shrank while it was read"
+                                     : fmt::format("read failed: {}", std::strerror(errno));
+      ::munmap(m, size);
+      fail(ErrorCode::kInvalidModel, file, why);
+    }
+    done += static_cast<std::uint64_t>(n);
+  }
+  ::mprotect(m, size, PROT_READ);
+  return m;
+}
+
 }  // namespace
 
 std::int64_t TensorView::numel() const {
@@ -182,7 +214,8 @@ std::int64_t TensorView::numel() const {
   return n;
 }
 
-std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::path& path) {
+std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::path& path,
+                                                       WeightLoading mode) {
   const std::string file = path.string();
   std::unique_ptr<SafetensorsFile> result(new SafetensorsFile());
   result->path_ = path;
@@ -206,12 +239,14 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
     fail(ErrorCode::kInvalidModel, file,
          fmt::format("file is {} bytes, too short for the 8-byte header size", file_size));
   }
-  void* mapping = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_errno = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  if (mapping == MAP_FAILED) {
-    fail(ErrorCode::kInvalidModel, file, fmt::format("mmap failed: {}", std::strerror(map_errno)));
+  void* mapping = nullptr;
+  try {
+    mapping = map_bytes(fd, file_size, mode, file);
+  } catch (...) {
+    ::close(fd);
+    throw;
   }
+  ::close(fd);  // a mapping keeps the file alive
   result->mapping_ = mapping;
   result->mapping_size_ = file_size;
   const auto* bytes = static_cast<const std::byte*>(mapping);

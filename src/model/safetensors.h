@@ -29,13 +29,19 @@ struct TensorView {
   std::int64_t numel() const;
 };
 
+// How a weight file's bytes are held: mapped from the file (the page cache is the only copy;
+// the file must not be truncated or rewritten while mapped), or read into memory of the
+// process's own (a model file changed later cannot affect it; costs the read and the memory).
+enum class WeightLoading { kMap, kRead };
+
 // One memory-mapped .safetensors file. Validation at open: the file is long enough for
 // the header, the header is a JSON object, every entry has a known dtype, a shape of
 // non-negative ints and data_offsets in range, size = numel * dtype size, and no two
 // tensors overlap. Throws cachet::Error naming the file (and the tensor).
 class SafetensorsFile {
  public:
-  static std::unique_ptr<SafetensorsFile> open(const std::filesystem::path& path);
+  static std::unique_ptr<SafetensorsFile> open(const std::filesystem::path& path,
+                                               WeightLoading mode = WeightLoading::kMap);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -58,7 +64,8 @@ class SafetensorsFile {
 // tensor name present twice.
 class WeightStore {
  public:
-  static WeightStore open(const std::filesystem::path& model_dir);
+  static WeightStore open(const std::filesystem::path& model_dir,
+                          WeightLoading mode = WeightLoading::kMap);
 
   const TensorView* find(const std::string& name) const;
   const std::map<std::string, const TensorView*>& tensors() const { return index_; }

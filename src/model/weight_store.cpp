@@ -63,7 +63,7 @@ const TensorView* WeightStore::find(const std::string& name) const {
   return it == index_.end() ? nullptr : it->second;
 }
 
-WeightStore WeightStore::open(const fs::path& model_dir) {
+WeightStore WeightStore::open(const fs::path& model_dir, WeightLoading mode) {
   std::error_code ec;
   if (!fs::is_directory(model_dir, ec)) {
     fail(ErrorCode::kNotFound, model_dir,
@@ -101,10 +101,10 @@ WeightStore WeightStore::open(const fs::path& model_dir) {
                          tensors.size() > 1 ? fmt::format(" and {} more", tensors.size() - 1) : "",
                          model_dir.string()));
       }
-      store.files_.push_back(SafetensorsFile::open(path));
+      store.files_.push_back(SafetensorsFile::open(path, mode));
     }
   } else if (fs::exists(single_path, ec)) {
-    store.files_.push_back(SafetensorsFile::open(single_path));
+    store.files_.push_back(SafetensorsFile::open(single_path, mode));
   } else {
     fail(ErrorCode::kNotFound, model_dir,
          fmt::format("no {} or {} in {}", kSingleName, kIndexName, model_dir.string()));

@@ -93,19 +93,70 @@ void check_shape(const ModelConfig& config, const TensorView& view,
                           fmt::join(expected, ", "), shape_derivation(config, view.name)));
 }
 
-HostTensor to_host(const TensorView& view) {
+// A view of the mapped bytes; `store` keeps the mapping alive.
+HostTensor to_host(const TensorView& view, const std::shared_ptr<const WeightStore>& store) {
   HostTensor tensor;
   tensor.shape = view.shape;
-  tensor.data.resize(static_cast<std::size_t>(view.numel()));
-  convert_to_f32(view.dtype, view.data.data(), tensor.data.size(), tensor.data.data());
+  tensor.dtype = view.dtype;
+  tensor.bytes = view.data;
+  tensor.owner = store;
   return tensor;
 }
 
 }  // namespace
 
-ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelConfig& config) {
+HostTensor HostTensor::from_f32(std::vector<std::int64_t> shape, std::vector<float> values,
+                                DType dtype) {
+  HostTensor t;
+  t.shape = std::move(shape);
+  t.dtype = dtype;
+  if (t.numel() != std::ssize(values)) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("HostTensor::from_f32: shape [{}] holds {} values, given {}",
+                            fmt::join(t.shape, ", "), t.numel(), values.size()));
+  }
+  if (dtype == DType::kF32) {
+    auto owned = std::make_shared<const std::vector<float>>(std::move(values));
+    t.bytes = std::as_bytes(std::span(*owned));
+    t.owner = std::move(owned);
+    return t;
+  }
+  auto owned = std::make_shared<std::vector<std::uint16_t>>(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    (*owned)[i] = dtype == DType::kBF16 ? f32_to_bf16(values[i]) : f32_to_f16(values[i]);
+  }
+  t.bytes = std::as_bytes(std::span(*owned));
+  t.owner = std::move(owned);
+  return t;
+}
+
+std::int64_t HostTensor::numel() const {
+  std::int64_t n = 1;
+  for (std::int64_t d : shape) n *= d;
+  return n;
+}
+
+void HostTensor::to_f32(std::int64_t first, std::int64_t count, float* out) const {
+  const auto size = static_cast<std::int64_t>(dtype_size(dtype));
+  if (first < 0 || count < 0 || (first + count) * size > std::ssize(bytes)) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("HostTensor::to_f32: elements [{}, {}) outside the {} stored", first,
+                            first + count, std::ssize(bytes) / size));
+  }
+  convert_to_f32(dtype, at(first), static_cast<std::size_t>(count), out);
+}
+
+std::vector<float> HostTensor::to_f32() const {
+  std::vector<float> values(bytes.size() / dtype_size(dtype));
+  to_f32(0, std::ssize(values), values.data());
+  return values;
+}
+
+ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelConfig& config,
+                          WeightLoading mode) {
   check_dims(config);
-  const WeightStore store = WeightStore::open(model_dir);
+  const auto shared_store = std::make_shared<const WeightStore>(WeightStore::open(model_dir, mode));
+  const WeightStore& store = *shared_store;
   // Every layer has at least 9 tensors, so a config.json claiming more layers than the
   // checkpoint has tensors is wrong; say so before listing the expected names (a billion
   // layers would take hundreds of gigabytes of names).
@@ -127,7 +178,7 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
     }
   }
 
-  auto take = [&](const std::string& name) { return to_host(*store.find(name)); };
+  auto take = [&](const std::string& name) { return to_host(*store.find(name), shared_store); };
   ModelWeights weights;
   weights.embed_tokens = take("model.embed_tokens.weight");
   weights.layers.resize(static_cast<std::size_t>(config.num_layers));

@@ -38,6 +38,8 @@ void add_engine_flags(CLI::App& cmd, EngineFlags& f) {
   cmd.add_option("--num-kv-blocks", f.config.num_kv_blocks,
                  "Number of KV blocks (overrides the byte budget)");
   cmd.add_flag("--no-prefix-cache", f.no_prefix_cache, "Disable automatic prefix caching");
+  cmd.add_flag("--no-mmap", f.no_mmap,
+               "Read the weight files into memory instead of memory-mapping them");
   cmd.add_option("--schedule", f.schedule, "fcfs | cache-aware")
       ->check(CLI::IsMember({"fcfs", "cache-aware"}))
       ->capture_default_str();
@@ -68,6 +70,7 @@ EngineConfig engine_config(const EngineFlags& f) {
                                 : ComputeDType::kAuto;
   c.enable_cuda_graphs = !f.no_cuda_graphs;
   c.enable_prefix_caching = !f.no_prefix_cache;
+  c.mmap_weights = !f.no_mmap;
   c.schedule_policy =
       f.schedule == "cache-aware" ? SchedulePolicy::kCacheAware : SchedulePolicy::kFcfs;
   const auto level = util::parse_log_level(f.log_level);

@@ -18,13 +18,14 @@ struct EngineFlags {
   std::string dtype = "auto";
   bool no_cuda_graphs = false;
   bool no_prefix_cache = false;
+  bool no_mmap = false;
   std::string schedule = "fcfs";
   std::string log_level = "warn";
 };
 
 // Registers --model (required) and the engine flags (--device, --threads, --block-size,
 // --kv-cache-mib, --kv-cache-bytes, --num-kv-blocks, --gpu-memory-utilization, --dtype,
-// --cuda-device, --no-cuda-graphs, --gemm-autotune, --no-prefix-cache, --schedule,
+// --cuda-device, --no-cuda-graphs, --gemm-autotune, --no-prefix-cache, --no-mmap, --schedule,
 // --max-num-seqs, --max-num-batched-tokens, --max-model-len, --check-kv-integrity,
 // --log-level) on `cmd`, writing into `flags`, which must outlive parsing.
 void add_engine_flags(CLI::App& cmd, EngineFlags& flags);

@@ -316,6 +316,32 @@ TEST(CudaBackend, Fp16EndToEndMatchesTheCpu) {
   EXPECT_GE(identical, static_cast<int>(prompts.size()) / 2);
 }
 
+// The weights are uploaded from the stored tensors, converted on the host only where the
+// stored dtype is not the device's: fp32 checkpoints into bf16, bf16 ones into fp16. Both
+// against the CPU engine, which computes from the stored values.
+TEST(CudaBackend, WeightsStoredInAnotherDtypeMatchTheCpu) {
+  CACHET_REQUIRE_GPU();
+  for (const auto& [stored, fp16] :
+       {std::pair{model::DType::kF32, false}, std::pair{model::DType::kBF16, true}}) {
+    SCOPED_TRACE(std::string(model::dtype_name(stored)) + (fp16 ? " into fp16" : " into bf16"));
+    GpuModel m(model::Arch::kQwen3, "medium", stored);
+    EngineConfig c = m.config(Device::kCuda);
+    c.dtype = fp16 ? ComputeDType::kFloat16 : ComputeDType::kBFloat16;
+    Engine cpu(m.config(Device::kCpu));
+    Engine gpu(c);
+    ASSERT_EQ(gpu.info().backend, "cuda");
+    const auto prompts = random_prompts(48, 5, 200, m.vocab, 73);
+    const auto want = cpu.generate(prompts, greedy(32, 2));
+    const auto got = gpu.generate(prompts, greedy(32, 2));
+    double worst = 0;
+    const int identical =
+        expect_same_up_to_near_ties(want, got, kBf16AbsTol, kBf16RelTol, kNearTie, &worst);
+    std::cout << "[ info ] " << model::dtype_name(stored) << " stored: " << identical << " of "
+              << prompts.size() << " prompts identical; worst |logprob delta| " << worst << "\n";
+    EXPECT_GE(identical, static_cast<int>(prompts.size()) / 2);
+  }
+}
+
 // Autotuned GEMM algorithms compute the same products with another blocking: bf16 rounding
 // differences only. The backend reports what it tuned.
 TEST(CudaBackend, GemmAutotuneGivesTheSameGreedyTokens) {

@@ -105,19 +105,21 @@ std::vector<ModelCase> model_cases() {
 // 1/sqrt(fan_in), norm weights 1 +- 0.1, the output embedding 4/sqrt(hidden).
 ModelWeights random_weights(const ModelConfig& c, std::uint64_t seed) {
   Rng rng(seed);
-  const auto tensor = [&](std::vector<std::int64_t> shape, double std) {
-    HostTensor t;
+  const auto values = [&](const std::vector<std::int64_t>& shape, double std) {
     std::int64_t n = 1;
     for (auto d : shape) n *= d;
-    t.shape = std::move(shape);
-    t.data.resize(static_cast<std::size_t>(n));
-    for (float& v : t.data) v = rng.uniform(std);
-    return t;
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (float& x : v) x = rng.uniform(std);
+    return v;
+  };
+  const auto tensor = [&](std::vector<std::int64_t> shape, double std) {
+    std::vector<float> v = values(shape, std);
+    return HostTensor::from_f32(std::move(shape), std::move(v));
   };
   const auto norm = [&](std::int64_t n) {
-    HostTensor t = tensor({n}, 0.1);
-    for (float& v : t.data) v += 1.0f;
-    return t;
+    std::vector<float> v = values({n}, 0.1);
+    for (float& x : v) x += 1.0f;
+    return HostTensor::from_f32({n}, std::move(v));
   };
   const std::int64_t h = c.hidden_size, q = std::int64_t{c.num_heads} * c.head_dim;
   const std::int64_t kv = std::int64_t{c.num_kv_heads} * c.head_dim, inter = c.intermediate_size;
@@ -376,6 +378,58 @@ TEST_P(CpuBackendReference, GreedyDecodeMatchesReference) {
   expect_finite(seq.logits);
 }
 
+// Every tensor of `w` stored as `dtype` (rounded to nearest even), or, with `widen`, those
+// rounded values stored back as fp32: the same numbers, twice the bytes.
+ModelWeights stored_as(const ModelWeights& w, model::DType dtype, bool widen) {
+  const auto convert = [&](const HostTensor& t) {
+    if (t.empty()) return t;
+    const HostTensor rounded = HostTensor::from_f32(t.shape, t.to_f32(), dtype);
+    return widen ? HostTensor::from_f32(t.shape, rounded.to_f32()) : rounded;
+  };
+  ModelWeights out;
+  out.embed_tokens = convert(w.embed_tokens);
+  out.final_norm = convert(w.final_norm);
+  out.lm_head = convert(w.lm_head);
+  for (const auto& l : w.layers) {
+    out.layers.push_back({convert(l.input_norm), convert(l.q_proj), convert(l.k_proj),
+                          convert(l.v_proj), convert(l.q_bias), convert(l.k_bias),
+                          convert(l.v_bias), convert(l.q_norm), convert(l.k_norm),
+                          convert(l.o_proj), convert(l.post_attention_norm), convert(l.gate_proj),
+                          convert(l.up_proj), convert(l.down_proj)});
+  }
+  return out;
+}
+
+// (d) Weights kept in bf16 or f16 are read in place and widened exactly, so they give bit
+// for bit the logits of the same values stored as fp32, in prefill and decode steps alike.
+TEST_P(CpuBackendReference, SixteenBitWeightsGiveTheBitsOfTheirFp32Widening) {
+  const ModelCase& mc = GetParam();
+  const auto prompt = random_tokens(23, mc.config.vocab_size, mc.seed + 300);
+  const KvCacheSpec kv{mc.config.num_layers, mc.config.num_kv_heads, mc.config.head_dim, 4, 64};
+  const ModelWeights weights = random_weights(mc.config, mc.seed);
+  for (const model::DType dtype : {model::DType::kBF16, model::DType::kF16}) {
+    auto stored = make_cpu_backend(mc.config, stored_as(weights, dtype, false), kv, 2);
+    auto widened = make_cpu_backend(mc.config, stored_as(weights, dtype, true), kv, 2);
+    for (std::int32_t chunk : {23, 1}) {
+      const Logits a = run_alone(*stored, prompt, chunk);
+      expect_finite(a);
+      expect_bitwise_equal(
+          a, run_alone(*widened, prompt, chunk),
+          std::string(model::dtype_name(dtype)) + " chunk " + std::to_string(chunk));
+    }
+  }
+  // A checkpoint mixing dtypes inside a fused projection (q in bf16, k and v in fp32).
+  ModelWeights mixed = stored_as(weights, model::DType::kBF16, true);
+  const ModelWeights bf16 = stored_as(weights, model::DType::kBF16, false);
+  for (std::size_t l = 0; l < mixed.layers.size(); ++l)
+    mixed.layers[l].q_proj = bf16.layers[l].q_proj;
+  auto reference =
+      make_cpu_backend(mc.config, stored_as(weights, model::DType::kBF16, true), kv, 2);
+  auto mixed_backend = make_cpu_backend(mc.config, std::move(mixed), kv, 2);
+  expect_bitwise_equal(run_alone(*mixed_backend, prompt, 23), run_alone(*reference, prompt, 23),
+                       "mixed dtypes");
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, CpuBackendReference, ::testing::ValuesIn(model_cases()),
                          [](const auto& info) { return info.param.name; });
 
@@ -573,7 +627,7 @@ TEST(CpuBackendValidation, RejectsInconsistentSetup) {
   EXPECT_THROW(make_cpu_backend(mc.config, random_weights(mc.config, 1), spec, 1), Error);
   EXPECT_THROW(make_cpu_backend(mc.config, random_weights(mc.config, 1), good, 0), Error);
   auto weights = random_weights(mc.config, 1);
-  weights.layers[1].k_bias.data.pop_back();
+  weights.layers[1].k_bias = HostTensor::from_f32({7}, std::vector<float>(7, 0.5f));
   EXPECT_THROW(make_cpu_backend(mc.config, std::move(weights), good, 1), Error);
   weights = random_weights(mc.config, 1);
   weights.layers.pop_back();

@@ -15,28 +15,34 @@ namespace {
 using Matrix = std::vector<std::vector<double>>;  // [rows][cols]
 
 // LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * weight.
-std::vector<double> rms_norm(const std::vector<double>& x, const model::HostTensor& weight,
+std::vector<double> rms_norm(const std::vector<double>& x, const std::vector<float>& weight,
                              double eps) {
   double mean_sq = 0.0;
   for (double v : x) mean_sq += v * v;
   mean_sq /= static_cast<double>(x.size());
   const double r = 1.0 / std::sqrt(mean_sq + eps);
   std::vector<double> y(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) y[i] = weight.data.at(i) * (x[i] * r);
+  for (std::size_t i = 0; i < x.size(); ++i) y[i] = weight.at(i) * (x[i] * r);
   return y;
 }
 
+// A weight widened to fp32 (exact), with its shape.
+struct Dense {
+  explicit Dense(const model::HostTensor& t) : values(t.to_f32()), shape(t.shape) {}
+  std::vector<float> values;
+  std::vector<std::int64_t> shape;
+};
+
 // nn.Linear: y = x W^T + b with W [out, in].
-std::vector<double> linear(const std::vector<double>& x, const model::HostTensor& w,
-                           const model::HostTensor* bias) {
-  const std::size_t out = static_cast<std::size_t>(w.dim(0));
-  const std::size_t in = static_cast<std::size_t>(w.dim(1));
+std::vector<double> linear(const std::vector<double>& x, const Dense& w, const Dense* bias) {
+  const std::size_t out = static_cast<std::size_t>(w.shape.at(0));
+  const std::size_t in = static_cast<std::size_t>(w.shape.at(1));
   if (x.size() != in) throw std::invalid_argument("reference linear: size mismatch");
   std::vector<double> y(out, 0.0);
   for (std::size_t o = 0; o < out; ++o) {
     double acc = 0.0;
-    for (std::size_t i = 0; i < in; ++i) acc += static_cast<double>(w.data[o * in + i]) * x[i];
-    if (bias != nullptr && !bias->empty()) acc += bias->data.at(o);
+    for (std::size_t i = 0; i < in; ++i) acc += static_cast<double>(w.values[o * in + i]) * x[i];
+    if (bias != nullptr) acc += bias->values.at(o);
     y[o] = acc;
   }
   return y;
@@ -97,23 +103,30 @@ std::vector<std::vector<double>> reference_forward(const model::ModelConfig& con
   // Embedding.
   Matrix hidden_states(seq_len, std::vector<double>(hidden));
   for (int t = 0; t < seq_len; ++t) {
-    const auto row = static_cast<std::size_t>(tokens[t]) * hidden;
-    for (int i = 0; i < hidden; ++i) hidden_states[t][i] = weights.embed_tokens.data.at(row + i);
+    std::vector<float> row(static_cast<std::size_t>(hidden));
+    weights.embed_tokens.to_f32(std::int64_t{tokens[t]} * hidden, hidden, row.data());
+    std::copy(row.begin(), row.end(), hidden_states[t].begin());
   }
 
   for (const model::LayerWeights& layer : weights.layers) {
+    const bool bias = config.attention_bias;
+    const Dense wq(layer.q_proj), wk(layer.k_proj), wv(layer.v_proj), wo(layer.o_proj);
+    const Dense wgate(layer.gate_proj), wup(layer.up_proj), wdown(layer.down_proj);
+    const Dense bq(layer.q_bias), bk(layer.k_bias), bv(layer.v_bias);  // empty without bias
+    const std::vector<float> input_norm = layer.input_norm.to_f32();
+    const std::vector<float> post_norm = layer.post_attention_norm.to_f32();
+    const std::vector<float> q_norm = layer.q_norm.to_f32(), k_norm = layer.k_norm.to_f32();
     // Self-attention block.
     Matrix q(seq_len), k(seq_len), v(seq_len);  // [t][heads * head_dim]
     for (int t = 0; t < seq_len; ++t) {
-      const auto x = rms_norm(hidden_states[t], layer.input_norm, eps);
-      const bool bias = config.attention_bias;
-      q[t] = linear(x, layer.q_proj, bias ? &layer.q_bias : nullptr);
-      k[t] = linear(x, layer.k_proj, bias ? &layer.k_bias : nullptr);
-      v[t] = linear(x, layer.v_proj, bias ? &layer.v_bias : nullptr);
+      const auto x = rms_norm(hidden_states[t], input_norm, eps);
+      q[t] = linear(x, wq, bias ? &bq : nullptr);
+      k[t] = linear(x, wk, bias ? &bk : nullptr);
+      v[t] = linear(x, wv, bias ? &bv : nullptr);
       for (int h = 0; h < n_heads; ++h) {
         double* qh = q[t].data() + h * hd;
         if (config.qk_norm) {  // Qwen3: q_norm over head_dim before RoPE
-          const auto normed = rms_norm(std::vector<double>(qh, qh + hd), layer.q_norm, eps);
+          const auto normed = rms_norm(std::vector<double>(qh, qh + hd), q_norm, eps);
           std::copy(normed.begin(), normed.end(), qh);
         }
         apply_rope(qh, hd, t, inv_freq);
@@ -121,7 +134,7 @@ std::vector<std::vector<double>> reference_forward(const model::ModelConfig& con
       for (int h = 0; h < n_kv; ++h) {
         double* kh = k[t].data() + h * hd;
         if (config.qk_norm) {
-          const auto normed = rms_norm(std::vector<double>(kh, kh + hd), layer.k_norm, eps);
+          const auto normed = rms_norm(std::vector<double>(kh, kh + hd), k_norm, eps);
           std::copy(normed.begin(), normed.end(), kh);
         }
         apply_rope(kh, hd, t, inv_freq);
@@ -152,27 +165,29 @@ std::vector<std::vector<double>> reference_forward(const model::ModelConfig& con
           }
         }
       }
-      const auto o = linear(attn_output, layer.o_proj, nullptr);
+      const auto o = linear(attn_output, wo, nullptr);
       for (int i = 0; i < hidden; ++i) hidden_states[t][i] += o[i];
     }
     // MLP block: down(silu(gate(x)) * up(x)).
     for (int t = 0; t < seq_len; ++t) {
-      const auto x = rms_norm(hidden_states[t], layer.post_attention_norm, eps);
-      const auto gate = linear(x, layer.gate_proj, nullptr);
-      const auto up = linear(x, layer.up_proj, nullptr);
+      const auto x = rms_norm(hidden_states[t], post_norm, eps);
+      const auto gate = linear(x, wgate, nullptr);
+      const auto up = linear(x, wup, nullptr);
       std::vector<double> act(gate.size());
       for (std::size_t i = 0; i < gate.size(); ++i) {
         act[i] = gate[i] / (1.0 + std::exp(-gate[i])) * up[i];
       }
-      const auto down = linear(act, layer.down_proj, nullptr);
+      const auto down = linear(act, wdown, nullptr);
       for (int i = 0; i < hidden; ++i) hidden_states[t][i] += down[i];
     }
   }
 
+  const std::vector<float> final_norm = weights.final_norm.to_f32();
+  const Dense output(weights.output_embedding());
   Matrix logits(seq_len);
   for (int t = 0; t < seq_len; ++t) {
-    const auto x = rms_norm(hidden_states[t], weights.final_norm, eps);
-    logits[t] = linear(x, weights.output_embedding(), nullptr);
+    const auto x = rms_norm(hidden_states[t], final_norm, eps);
+    logits[t] = linear(x, output, nullptr);
   }
   return logits;
 }

@@ -6,11 +6,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "backend/cpu/cpu_isa.h"
+#include "model/dtype.h"
 
 namespace cachet::backend::cpu {
 namespace {
@@ -32,6 +34,35 @@ double naive_dot(const float* a, const float* b, std::int64_t n) {
 double tolerance(std::int64_t n) { return 4e-7 * static_cast<double>(n) + 1e-6; }
 
 const std::int64_t kLengths[] = {1, 5, 16, 17, 64, 100, 1024, 1031};
+
+// Rows of n weights stored as one WeightType, at an address 2 bytes past 8-byte alignment,
+// with their exact fp32 widening.
+class StoredRows {
+ public:
+  StoredRows(const std::vector<float>& values, std::int64_t n, WeightType type)
+      : n_(n), size_(type == kWeightF32 ? 4 : 2), bytes_(values.size() * size_ + 2) {
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      std::byte* at = bytes_.data() + 2 + i * size_;
+      if (type == kWeightF32) {
+        std::memcpy(at, &values[i], 4);
+        widened_.push_back(values[i]);
+        continue;
+      }
+      const std::uint16_t h =
+          type == kWeightBF16 ? model::f32_to_bf16(values[i]) : model::f32_to_f16(values[i]);
+      std::memcpy(at, &h, 2);
+      widened_.push_back(type == kWeightBF16 ? model::bf16_to_f32(h) : model::f16_to_f32(h));
+    }
+  }
+  const void* row(int r) const { return bytes_.data() + 2 + r * n_ * size_; }
+  const float* widened_row(int r) const { return widened_.data() + r * n_; }
+
+ private:
+  std::int64_t n_;
+  std::int64_t size_;
+  std::vector<std::byte> bytes_;
+  std::vector<float> widened_;
+};
 
 TEST(CpuKernels, TheChoiceIsRunnableAndGenericIsAlwaysThere) {
   const auto runnable = runnable_kernels();
@@ -58,16 +89,23 @@ TEST(CpuKernels, EveryVariantMatchesTheNaiveReference) {
       // Every tile width: each output element is that same dot product, bit for bit.
       const auto w = random_vec(static_cast<std::size_t>(n * kTileRows), rng);
       const auto x = random_vec(static_cast<std::size_t>(n * kMaxTileTokens), rng);
-      const float* wp[kTileRows];
       const float* xp[kMaxTileTokens];
-      for (int r = 0; r < kTileRows; ++r) wp[r] = w.data() + r * n;
       for (int t = 0; t < kMaxTileTokens; ++t) xp[t] = x.data() + t * n;
-      for (int tokens = 1; tokens <= kMaxTileTokens; ++tokens) {
-        float out[kMaxTileTokens * kTileRows];
-        k->dot_tiles[tokens](xp, wp, n, out);
-        for (int t = 0; t < tokens; ++t)
-          for (int r = 0; r < kTileRows; ++r)
-            EXPECT_EQ(out[t * kTileRows + r], k->dot(xp[t], wp[r], n)) << n << " " << tokens;
+      for (int type = 0; type < kNumWeightTypes; ++type) {
+        // The weights as stored in `type`, 2 bytes off alignment, and widened back to fp32.
+        const StoredRows stored(w, n, static_cast<WeightType>(type));
+        const void* wp[kTileRows];
+        for (int r = 0; r < kTileRows; ++r) wp[r] = stored.row(r);
+        for (int tokens = 1; tokens <= kMaxTileTokens; ++tokens) {
+          float out[kMaxTileTokens * kTileRows];
+          k->dot_tiles[type][tokens](xp, wp, n, out);
+          for (int t = 0; t < tokens; ++t) {
+            for (int r = 0; r < kTileRows; ++r) {
+              EXPECT_EQ(out[t * kTileRows + r], k->dot(xp[t], stored.widened_row(r), n))
+                  << "n " << n << " tokens " << tokens << " weight type " << type;
+            }
+          }
+        }
       }
     }
   }

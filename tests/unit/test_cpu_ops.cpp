@@ -37,6 +37,13 @@ class Rng {
 
 const std::int64_t kAwkward[] = {1, 3, 7, 17, 64, 129};
 
+// An fp32 matrix [rows, k] as matmul reads it.
+WeightRows f32_rows(const std::vector<float>& w, std::int64_t rows, std::int64_t k) {
+  WeightRows r(model::DType::kF32, k);
+  r.append(reinterpret_cast<const std::byte*>(w.data()), rows);
+  return r;
+}
+
 TEST(CpuOps, MatmulMatchesNaive) {
   util::ThreadPool pool(3);
   Rng rng(1);
@@ -50,7 +57,7 @@ TEST(CpuOps, MatmulMatchesNaive) {
         for (int mode = 0; mode < 3; ++mode) {  // plain, + bias, accumulate + bias
           std::vector<float> y = init;
           const float* b = mode == 0 ? nullptr : bias.data();
-          matmul(pool, x.data(), t, k, w.data(), n, b, y.data(), mode == 2);
+          matmul(pool, x.data(), t, f32_rows(w, n, k), b, y.data(), mode == 2);
           for (std::int64_t i = 0; i < t; ++i) {
             for (std::int64_t o = 0; o < n; ++o) {
               double ref = 0.0, mag = 0.0;
@@ -82,14 +89,14 @@ TEST(CpuOps, MatmulIsBatchInvariant) {
     const auto w = rng.vec(n * k, 1.0f);
     const auto bias = rng.vec(n, 0.5f);
     std::vector<float> all1(t * n), all3(t * n);
-    matmul(pool1, x.data(), t, k, w.data(), n, bias.data(), all1.data(), false);
-    matmul(pool3, x.data(), t, k, w.data(), n, bias.data(), all3.data(), false);
+    matmul(pool1, x.data(), t, f32_rows(w, n, k), bias.data(), all1.data(), false);
+    matmul(pool3, x.data(), t, f32_rows(w, n, k), bias.data(), all3.data(), false);
     ASSERT_EQ(0, std::memcmp(all1.data(), all3.data(), all1.size() * sizeof(float)));
     for (std::int64_t first = 0; first < t; first += 5) {
       for (std::int64_t count : {1, 2, 3, 5}) {
         const std::int64_t c = std::min(count, t - first);
         std::vector<float> part(c * n);
-        matmul(pool3, x.data() + first * k, c, k, w.data(), n, bias.data(), part.data(), false);
+        matmul(pool3, x.data() + first * k, c, f32_rows(w, n, k), bias.data(), part.data(), false);
         ASSERT_EQ(0, std::memcmp(part.data(), all1.data() + first * n, part.size() * sizeof(float)))
             << "k " << k << " rows [" << first << ", " << first + c << ")";
       }
@@ -97,11 +104,53 @@ TEST(CpuOps, MatmulIsBatchInvariant) {
     // Output rows taken alone (a weight slice), and the plain dot product.
     for (std::int64_t o = 0; o < n; ++o) {
       std::vector<float> col(t);
-      matmul(pool3, x.data(), t, k, w.data() + o * k, 1, bias.data() + o, col.data(), false);
+      const std::vector<float> row(w.begin() + o * k, w.begin() + (o + 1) * k);
+      matmul(pool3, x.data(), t, f32_rows(row, 1, k), bias.data() + o, col.data(), false);
       for (std::int64_t i = 0; i < t; ++i) {
         ASSERT_EQ(col[i], all1[i * n + o]);
         ASSERT_EQ(dot(x.data() + i * k, w.data() + o * k, k) + bias[o], all1[i * n + o]);
       }
+    }
+  }
+}
+
+// 16-bit weights are widened exactly, so a bf16 or f16 matrix gives bit for bit what its fp32
+// widening gives, also when its rows come from three stacked parts at odd byte offsets.
+TEST(CpuOps, MatmulReadsStoredDtypesExactlyFromStackedParts) {
+  util::ThreadPool pool(3);
+  Rng rng(7);
+  for (const model::DType dtype : {model::DType::kBF16, model::DType::kF16, model::DType::kF32}) {
+    for (std::int64_t k : {5, 16, 64, 129}) {
+      const std::int64_t t = 11, rows[3] = {9, 2, 6}, n = 17;
+      const auto x = rng.vec(t * k, 1.0f);
+      const auto w = rng.vec(n * k, 1.0f);
+      const std::size_t size = model::dtype_size(dtype);
+      // Stored values (one byte off any alignment) and their exact fp32 widening.
+      std::vector<std::byte> stored(n * k * size + 1);
+      std::vector<float> widened(n * k);
+      for (std::int64_t i = 0; i < n * k; ++i) {
+        std::uint16_t h = 0;
+        if (dtype == model::DType::kBF16) h = model::f32_to_bf16(w[i]);
+        if (dtype == model::DType::kF16) h = model::f32_to_f16(w[i]);
+        if (dtype == model::DType::kF32) {
+          std::memcpy(stored.data() + 1 + i * size, &w[i], size);
+        } else {
+          std::memcpy(stored.data() + 1 + i * size, &h, size);
+        }
+        model::convert_to_f32(dtype, stored.data() + 1 + i * size, 1, &widened[i]);
+      }
+      WeightRows parts(dtype, k);
+      std::int64_t first = 0;
+      for (std::int64_t r : rows) {
+        parts.append(stored.data() + 1 + first * k * static_cast<std::int64_t>(size), r);
+        first += r;
+      }
+      ASSERT_EQ(parts.rows(), n);
+      std::vector<float> got(t * n), want(t * n);
+      matmul(pool, x.data(), t, parts, nullptr, got.data(), false);
+      matmul(pool, x.data(), t, f32_rows(widened, n, k), nullptr, want.data(), false);
+      ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)))
+          << model::dtype_name(dtype) << " k " << k;
     }
   }
 }

@@ -72,9 +72,9 @@ TEST(MakeModel, ShardedCheckpointHoldsTheSameWeights) {
   ModelConfig config = load_model_config(dir.path() / "single/config.json");
   ModelWeights a = load_weights(dir.path() / "single", config);
   ModelWeights b = load_weights(dir.path() / "sharded", config);
-  EXPECT_EQ(a.embed_tokens.data, b.embed_tokens.data);
-  EXPECT_EQ(a.layers[1].down_proj.data, b.layers[1].down_proj.data);
-  EXPECT_EQ(a.lm_head.data, b.lm_head.data);
+  EXPECT_EQ(a.embed_tokens.to_f32(), b.embed_tokens.to_f32());
+  EXPECT_EQ(a.layers[1].down_proj.to_f32(), b.layers[1].down_proj.to_f32());
+  EXPECT_EQ(a.lm_head.to_f32(), b.lm_head.to_f32());
 }
 
 TEST(MakeModel, Bf16WeightsAreTheRoundedF32Weights) {
@@ -88,9 +88,9 @@ TEST(MakeModel, Bf16WeightsAreTheRoundedF32Weights) {
   ModelConfig config = load_model_config(dir.path() / "f32/config.json");
   ModelWeights a = load_weights(dir.path() / "f32", config);
   ModelWeights b = load_weights(dir.path() / "bf16", config);
-  ASSERT_EQ(a.layers[0].q_proj.data.size(), b.layers[0].q_proj.data.size());
-  for (std::size_t i = 0; i < a.layers[0].q_proj.data.size(); ++i)
-    ASSERT_EQ(bf16_to_f32(f32_to_bf16(a.layers[0].q_proj.data[i])), b.layers[0].q_proj.data[i]);
+  const std::vector<float> qa = a.layers[0].q_proj.to_f32(), qb = b.layers[0].q_proj.to_f32();
+  ASSERT_EQ(qa.size(), qb.size());
+  for (std::size_t i = 0; i < qa.size(); ++i) ASSERT_EQ(bf16_to_f32(f32_to_bf16(qa[i])), qb[i]);
   EXPECT_EQ(load_model_config(dir.path() / "bf16/config.json").torch_dtype, DType::kBF16);
 }
 
@@ -105,12 +105,12 @@ TEST(MakeModel, WeightScalesAreAsDocumented) {
     double mean = sum / v.size();
     return std::pair{mean, std::sqrt(sq / v.size() - mean * mean)};
   };
-  auto [norm_mean, norm_std] = stats(w.layers[0].input_norm.data);
+  auto [norm_mean, norm_std] = stats(w.layers[0].input_norm.to_f32());
   EXPECT_NEAR(norm_mean, 1.0, 0.05);
   EXPECT_NEAR(norm_std, 0.1, 0.05);
-  auto [emb_mean, emb_std] = stats(w.embed_tokens.data);
+  auto [emb_mean, emb_std] = stats(w.embed_tokens.to_f32());
   EXPECT_NEAR(emb_std, 4.0 / std::sqrt(double(config.hidden_size)), 0.02);
-  auto [q_mean, q_std] = stats(w.layers[0].q_proj.data);
+  auto [q_mean, q_std] = stats(w.layers[0].q_proj.to_f32());
   EXPECT_NEAR(q_std, 1.0 / std::sqrt(double(config.hidden_size)), 0.01);
 }
 

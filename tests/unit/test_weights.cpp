@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "cachet/errors.h"
@@ -87,7 +88,8 @@ void expect_matches(const ModelWeights& weights, const ModelConfig& config,
   auto check = [&](const HostTensor& host, const std::string& name) {
     const TensorToWrite& written = find(tensors, name);
     EXPECT_EQ(host.shape, written.shape) << name;
-    EXPECT_EQ(host.data, written.values) << name;
+    EXPECT_EQ(host.dtype, written.dtype) << name;  // kept as stored, not converted
+    EXPECT_EQ(host.to_f32(), written.values) << name;
   };
   check(weights.embed_tokens, "model.embed_tokens.weight");
   ASSERT_EQ(weights.layers.size(), static_cast<std::size_t>(config.num_layers));
@@ -198,14 +200,54 @@ INSTANTIATE_TEST_SUITE_P(AllArchitectures, LoadWeightsTest,
                                   std::string(dtype_name(info.param.dtype));
                          });
 
-TEST(LoadWeights, HalfPrecisionIsConvertedToF32) {
+TEST(LoadWeights, HalfPrecisionStaysStoredAndWidensExactly) {
   testing::TempDir dir;
   const ModelConfig config = tiny_config(Arch::kLlama, true);
   std::vector<TensorToWrite> tensors = checkpoint_for(config, DType::kBF16);
   find(tensors, "model.norm.weight").values[0] = 1.0f + 0x1p-7f + 0x1p-9f;  // rounds in bf16
   write_model(dir.path(), config, tensors);
-  const ModelWeights weights = load_weights(dir.path(), config);
-  EXPECT_EQ(weights.final_norm.data[0], 1.0f + 0x1p-7f);
+  ModelWeights weights = load_weights(dir.path(), config);
+  EXPECT_EQ(weights.final_norm.dtype, DType::kBF16);
+  EXPECT_EQ(weights.final_norm.bytes.size(), 16u * 2);  // 16 bf16 values, in the mapping
+  float first = 0;
+  weights.final_norm.to_f32(0, 1, &first);
+  EXPECT_EQ(first, 1.0f + 0x1p-7f);
+  EXPECT_THROW(weights.final_norm.to_f32(15, 2, &first), Error);  // past the end
+  // The mapping outlives everything but the tensors that use it.
+  const HostTensor norm = weights.final_norm;
+  weights = ModelWeights{};
+  EXPECT_EQ(norm.to_f32()[0], 1.0f + 0x1p-7f);
+}
+
+// WeightLoading::kRead holds the bytes in the process's own memory: the same tensors, and a
+// file rewritten in place afterwards (which would change or fault a mapping) changes nothing.
+TEST(LoadWeights, ReadModeIsUnaffectedByTheFileChangingLater) {
+  testing::TempDir dir;
+  const ModelConfig config = tiny_config(Arch::kQwen3, false);
+  std::vector<TensorToWrite> tensors = checkpoint_for(config, DType::kBF16);
+  write_model(dir.path(), config, tensors);
+  const ModelWeights weights = load_weights(dir.path(), config, WeightLoading::kRead);
+  expect_matches(weights, config, tensors);
+  const fs::path file = dir.path() / "model.safetensors";
+  {
+    std::fstream out(file, std::ios::in | std::ios::out | std::ios::binary);
+    const std::string zeros(static_cast<std::size_t>(fs::file_size(file)), '\0');
+    out.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+  }
+  expect_matches(weights, config, tensors);
+}
+
+TEST(HostTensor, FromF32StoresEachDtype) {
+  const std::vector<float> values = {1.0f, -2.5f, 1.0f + 0x1p-9f, 65504.0f};
+  const HostTensor f32 = HostTensor::from_f32({2, 2}, values);
+  EXPECT_EQ(f32.to_f32(), values);
+  EXPECT_EQ(f32.numel(), 4);
+  const HostTensor bf16 = HostTensor::from_f32({4}, values, DType::kBF16);
+  EXPECT_EQ(bf16.bytes.size(), 8u);
+  EXPECT_EQ(bf16.to_f32(), (std::vector<float>{1.0f, -2.5f, 1.0f, 65536.0f}));
+  const HostTensor f16 = HostTensor::from_f32({4}, values, DType::kF16);
+  EXPECT_EQ(f16.to_f32(), (std::vector<float>{1.0f, -2.5f, 1.0f + 0x1p-9f, 65504.0f}));
+  EXPECT_THROW(HostTensor::from_f32({3}, values), Error);  // 4 values for 3 elements
 }
 
 TEST(LoadWeights, Llama3RopeScalingModel) {

@@ -29,22 +29,24 @@ std::string shape_string(const std::vector<std::int64_t>& shape) {
   return fmt::format("[{}]", fmt::join(shape, ", "));
 }
 
-// Checks a weight's shape and element count, then takes its data.
-std::vector<float> take(HostTensor& t, std::vector<std::int64_t> shape, const std::string& name) {
+// Checks a weight's shape and that it holds that many values of its dtype.
+const HostTensor& checked(const HostTensor& t, const std::vector<std::int64_t>& shape,
+                          const std::string& name) {
   std::int64_t count = 1;
   for (std::int64_t d : shape) count *= d;
-  if (t.shape != shape || static_cast<std::int64_t>(t.data.size()) != count) {
+  const auto bytes = count * static_cast<std::int64_t>(model::dtype_size(t.dtype));
+  if (t.shape != shape || std::ssize(t.bytes) != bytes) {
     fail_setup(ErrorCode::kInvalidModel,
-               fmt::format("weight {} has shape {} with {} values, expected {}", name,
-                           shape_string(t.shape), t.data.size(), shape_string(shape)));
+               fmt::format("weight {} has shape {} with {} bytes of {}, expected {}", name,
+                           shape_string(t.shape), t.bytes.size(), model::dtype_name(t.dtype),
+                           shape_string(shape)));
   }
-  return std::move(t.data);
+  return t;
 }
 
-// Fusing appends each taken projection to the fused matrix; the taken vector dies at the end
-// of the statement, so loading never holds two copies of more than one projection.
-void append(std::vector<float>& dst, const std::vector<float>& part) {
-  dst.insert(dst.end(), part.begin(), part.end());
+// A vector weight (a norm, a bias) as fp32: small, so converted once.
+std::vector<float> small(const HostTensor& t, std::int64_t n, const std::string& name) {
+  return checked(t, {n}, name).to_f32();
 }
 
 class CpuBackend final : public Backend {
@@ -67,18 +69,24 @@ class CpuBackend final : public Backend {
   }
 
  private:
-  // One decoder layer, with q/k/v and gate/up fused so each is one pass over the tokens.
+  // One decoder layer. The matrices are read in place in the weights' stored dtype, with
+  // q/k/v and gate/up stacked so each is one pass over the tokens; norms and biases are fp32.
   struct Layer {
     std::vector<float> input_norm;  // [hidden]
-    std::vector<float> qkv;         // [q_dim + 2 * kv_dim, hidden]: q_proj, k_proj, v_proj rows
+    cpu::WeightRows qkv;            // [q_dim + 2 * kv_dim, hidden]: q_proj, k_proj, v_proj rows
     std::vector<float> qkv_bias;    // [q_dim + 2 * kv_dim], empty without attention_bias
     std::vector<float> q_norm;      // [head_dim], empty without qk_norm
     std::vector<float> k_norm;      // [head_dim], empty without qk_norm
-    std::vector<float> o_proj;      // [hidden, q_dim]
+    cpu::WeightRows o_proj;         // [hidden, q_dim]
     std::vector<float> post_norm;   // [hidden]
-    std::vector<float> gate_up;     // [2 * intermediate, hidden]: gate_proj rows, up_proj rows
-    std::vector<float> down;        // [hidden, intermediate]
+    cpu::WeightRows gate_up;        // [2 * intermediate, hidden]: gate_proj rows, up_proj rows
+    cpu::WeightRows down;           // [hidden, intermediate]
   };
+
+  // The rows of `parts` stacked, in place; as one fp32 copy (kept in owned_) in the rare
+  // checkpoint whose parts differ in dtype.
+  cpu::WeightRows stack(std::initializer_list<const HostTensor*> parts, std::int64_t in_dim);
+  void load_layers();
 
   void grow_scratch(std::int64_t num_tokens, std::int64_t num_logits);
   // q/k norm, RoPE, and the K/V write of every token of the batch at layer `l`.
@@ -87,8 +95,11 @@ class CpuBackend final : public Backend {
 
   model::ModelConfig config_;
   KvCacheSpec kv_;
-  model::ModelWeights weights_;  // embed_tokens, final_norm, lm_head; layers moved into layers_
+  model::ModelWeights weights_;  // what layers_, output_ and embed read, kept mapped
   std::vector<Layer> layers_;
+  std::vector<float> final_norm_;          // [hidden]
+  cpu::WeightRows output_;                 // [vocab, hidden]: lm_head, or embed_tokens when tied
+  std::vector<std::vector<float>> owned_;  // fp32 copies stack() had to make
   std::int64_t hidden_, inter_, head_dim_, q_dim_, kv_dim_, qkv_dim_;
   float eps_, scale_;
   util::ThreadPool pool_;
@@ -162,46 +173,12 @@ CpuBackend::CpuBackend(const model::ModelConfig& config, model::ModelWeights wei
                            kv.num_blocks, c.num_layers, c.num_kv_heads, c.head_dim));
   }
 
-  const std::int64_t vocab = c.vocab_size, hd = head_dim_;
-  weights_.embed_tokens.data = take(weights_.embed_tokens, {vocab, hidden_}, "embed_tokens");
-  weights_.embed_tokens.shape = {vocab, hidden_};
-  weights_.final_norm.data = take(weights_.final_norm, {hidden_}, "final_norm");
-  weights_.final_norm.shape = {hidden_};
-  if (!weights_.lm_head.empty()) {
-    weights_.lm_head.data = take(weights_.lm_head, {vocab, hidden_}, "lm_head");
-    weights_.lm_head.shape = {vocab, hidden_};
-  }
-  if (static_cast<std::int32_t>(weights_.layers.size()) != c.num_layers) {
-    fail_setup(ErrorCode::kInvalidModel, fmt::format("{} layers of weights for {} layers",
-                                                     weights_.layers.size(), c.num_layers));
-  }
-  layers_.resize(weights_.layers.size());
-  for (std::size_t i = 0; i < layers_.size(); ++i) {
-    auto& w = weights_.layers[i];
-    auto& l = layers_[i];
-    const auto name = [i](const char* what) { return fmt::format("layers.{}.{}", i, what); };
-    l.input_norm = take(w.input_norm, {hidden_}, name("input_norm"));
-    l.qkv.reserve(static_cast<std::size_t>(qkv_dim_ * hidden_));
-    append(l.qkv, take(w.q_proj, {q_dim_, hidden_}, name("q_proj")));
-    append(l.qkv, take(w.k_proj, {kv_dim_, hidden_}, name("k_proj")));
-    append(l.qkv, take(w.v_proj, {kv_dim_, hidden_}, name("v_proj")));
-    if (c.attention_bias) {
-      append(l.qkv_bias, take(w.q_bias, {q_dim_}, name("q_bias")));
-      append(l.qkv_bias, take(w.k_bias, {kv_dim_}, name("k_bias")));
-      append(l.qkv_bias, take(w.v_bias, {kv_dim_}, name("v_bias")));
-    }
-    if (c.qk_norm) {
-      l.q_norm = take(w.q_norm, {hd}, name("q_norm"));
-      l.k_norm = take(w.k_norm, {hd}, name("k_norm"));
-    }
-    l.o_proj = take(w.o_proj, {hidden_, q_dim_}, name("o_proj"));
-    l.post_norm = take(w.post_attention_norm, {hidden_}, name("post_attention_norm"));
-    l.gate_up.reserve(static_cast<std::size_t>(2 * inter_ * hidden_));
-    append(l.gate_up, take(w.gate_proj, {inter_, hidden_}, name("gate_proj")));
-    append(l.gate_up, take(w.up_proj, {inter_, hidden_}, name("up_proj")));
-    l.down = take(w.down_proj, {hidden_, inter_}, name("down_proj"));
-  }
-  weights_.layers.clear();
+  const std::int64_t vocab = c.vocab_size;
+  checked(weights_.embed_tokens, {vocab, hidden_}, "embed_tokens");
+  final_norm_ = small(weights_.final_norm, hidden_, "final_norm");
+  if (!weights_.lm_head.empty()) checked(weights_.lm_head, {vocab, hidden_}, "lm_head");
+  output_ = stack({&weights_.output_embedding()}, hidden_);
+  load_layers();
 
   const std::int64_t pool_size =
       kv.num_blocks * std::int64_t{kv.num_kv_heads} * kv.block_size * kv.head_dim;
@@ -219,6 +196,63 @@ CpuBackend::CpuBackend(const model::ModelConfig& config, model::ModelWeights wei
     fail_setup(ErrorCode::kOutOfMemory,
                fmt::format("cannot allocate the KV cache: {} blocks of {} bytes", kv.num_blocks,
                            cpu_kv_block_bytes(config, kv.block_size)));
+  }
+}
+
+cpu::WeightRows CpuBackend::stack(std::initializer_list<const HostTensor*> parts,
+                                  std::int64_t in_dim) {
+  const model::DType dtype = (*parts.begin())->dtype;
+  bool same = true;
+  for (const HostTensor* p : parts) same = same && p->dtype == dtype;
+  if (same) {
+    cpu::WeightRows rows(dtype, in_dim);
+    for (const HostTensor* p : parts) rows.append(p->bytes.data(), p->dim(0));
+    return rows;
+  }
+  std::vector<float>& copy = owned_.emplace_back();
+  for (const HostTensor* p : parts) {
+    const std::vector<float> values = p->to_f32();
+    copy.insert(copy.end(), values.begin(), values.end());
+  }
+  cpu::WeightRows rows(model::DType::kF32, in_dim);
+  rows.append(reinterpret_cast<const std::byte*>(copy.data()), std::ssize(copy) / in_dim);
+  return rows;
+}
+
+void CpuBackend::load_layers() {
+  const auto& c = config_;
+  if (static_cast<std::int32_t>(weights_.layers.size()) != c.num_layers) {
+    fail_setup(ErrorCode::kInvalidModel, fmt::format("{} layers of weights for {} layers",
+                                                     weights_.layers.size(), c.num_layers));
+  }
+  layers_.resize(weights_.layers.size());
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    const auto& w = weights_.layers[i];
+    auto& l = layers_[i];
+    const auto name = [i](const char* what) { return fmt::format("layers.{}.{}", i, what); };
+    l.input_norm = small(w.input_norm, hidden_, name("input_norm"));
+    l.qkv = stack({&checked(w.q_proj, {q_dim_, hidden_}, name("q_proj")),
+                   &checked(w.k_proj, {kv_dim_, hidden_}, name("k_proj")),
+                   &checked(w.v_proj, {kv_dim_, hidden_}, name("v_proj"))},
+                  hidden_);
+    if (c.attention_bias) {
+      for (const auto& [bias, dim, what] :
+           {std::tuple{&w.q_bias, q_dim_, "q_bias"}, std::tuple{&w.k_bias, kv_dim_, "k_bias"},
+            std::tuple{&w.v_bias, kv_dim_, "v_bias"}}) {
+        const std::vector<float> values = small(*bias, dim, name(what));
+        l.qkv_bias.insert(l.qkv_bias.end(), values.begin(), values.end());
+      }
+    }
+    if (c.qk_norm) {
+      l.q_norm = small(w.q_norm, head_dim_, name("q_norm"));
+      l.k_norm = small(w.k_norm, head_dim_, name("k_norm"));
+    }
+    l.o_proj = stack({&checked(w.o_proj, {hidden_, q_dim_}, name("o_proj"))}, q_dim_);
+    l.post_norm = small(w.post_attention_norm, hidden_, name("post_attention_norm"));
+    l.gate_up = stack({&checked(w.gate_proj, {inter_, hidden_}, name("gate_proj")),
+                       &checked(w.up_proj, {inter_, hidden_}, name("up_proj"))},
+                      hidden_);
+    l.down = stack({&checked(w.down_proj, {hidden_, inter_}, name("down_proj"))}, inter_);
   }
 }
 
@@ -341,34 +375,30 @@ void CpuBackend::forward(const ForwardBatch& batch, std::vector<float>& logits) 
   }
   rope_.ensure(max_pos + 1);
 
-  const float* embed = weights_.embed_tokens.data.data();  // [vocab, hidden]
   for (std::int64_t t = 0; t < num_tokens; ++t) {
-    std::memcpy(x_.data() + t * hidden_, embed + std::int64_t{batch.token_ids[t]} * hidden_,
-                sizeof(float) * hidden_);
+    weights_.embed_tokens.to_f32(std::int64_t{batch.token_ids[t]} * hidden_, hidden_,
+                                 x_.data() + t * hidden_);
   }
 
   for (std::int32_t l = 0; l < config_.num_layers; ++l) {
     const Layer& layer = layers_[l];
     // x += o_proj(attention(rope(norm(x) · Wqkv)))
     cpu::rmsnorm(pool_, x_.data(), num_tokens, hidden_, layer.input_norm.data(), eps_, h_.data());
-    cpu::matmul(pool_, h_.data(), num_tokens, hidden_, layer.qkv.data(), qkv_dim_,
+    cpu::matmul(pool_, h_.data(), num_tokens, layer.qkv,
                 layer.qkv_bias.empty() ? nullptr : layer.qkv_bias.data(), qkv_.data(), false);
     prepare_qkv(batch, l);
     attend(batch, l);
-    cpu::matmul(pool_, attn_.data(), num_tokens, q_dim_, layer.o_proj.data(), hidden_, nullptr,
-                x_.data(), true);
+    cpu::matmul(pool_, attn_.data(), num_tokens, layer.o_proj, nullptr, x_.data(), true);
     // x += down(silu(gate) * up), [gate | up] = norm(x) · Wgate_up
     cpu::rmsnorm(pool_, x_.data(), num_tokens, hidden_, layer.post_norm.data(), eps_, h_.data());
-    cpu::matmul(pool_, h_.data(), num_tokens, hidden_, layer.gate_up.data(), 2 * inter_, nullptr,
-                gate_up_.data(), false);
+    cpu::matmul(pool_, h_.data(), num_tokens, layer.gate_up, nullptr, gate_up_.data(), false);
     pool_.parallel_for(0, num_tokens, 1, [this](std::int64_t t0, std::int64_t t1) {
       for (std::int64_t t = t0; t < t1; ++t) {
         const float* gate = gate_up_.data() + t * 2 * inter_;
         cpu::silu_mul(gate, gate + inter_, inter_, act_.data() + t * inter_);
       }
     });
-    cpu::matmul(pool_, act_.data(), num_tokens, inter_, layer.down.data(), hidden_, nullptr,
-                x_.data(), true);
+    cpu::matmul(pool_, act_.data(), num_tokens, layer.down, nullptr, x_.data(), true);
   }
 
   // Final norm and LM head only for the rows whose logits are wanted.
@@ -376,10 +406,8 @@ void CpuBackend::forward(const ForwardBatch& batch, std::vector<float>& logits) 
     std::memcpy(last_.data() + i * hidden_, x_.data() + batch.logits_indices[i] * hidden_,
                 sizeof(float) * hidden_);
   }
-  cpu::rmsnorm(pool_, last_.data(), num_logits, hidden_, weights_.final_norm.data.data(), eps_,
-               last_.data());
-  cpu::matmul(pool_, last_.data(), num_logits, hidden_, weights_.output_embedding().data.data(),
-              vocab, nullptr, logits.data(), false);
+  cpu::rmsnorm(pool_, last_.data(), num_logits, hidden_, final_norm_.data(), eps_, last_.data());
+  cpu::matmul(pool_, last_.data(), num_logits, output_, nullptr, logits.data(), false);
 }
 
 }  // namespace

@@ -5,6 +5,10 @@
 #include <cstdlib>
 #include <string_view>
 
+#if CACHET_CPU_X86_VARIANTS
+#include <cpuid.h>
+#endif
+
 namespace cachet::backend::cpu {
 
 namespace generic {
@@ -21,13 +25,22 @@ extern const Kernels kKernels;
 
 namespace {
 
+#if CACHET_CPU_X86_VARIANTS
+// F16C (half <-> float conversions) from CPUID leaf 1, ECX bit 29: clang 14's
+// __builtin_cpu_supports does not know "f16c".
+bool cpu_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
+}
+#endif
+
 // What each variant was compiled for, checked against the CPU (src/CMakeLists.txt has the
 // flags; the two lists must agree).
 bool cpu_runs([[maybe_unused]] const Kernels& k) {
 #if CACHET_CPU_X86_VARIANTS
   __builtin_cpu_init();
-  // (clang 14 does not know "f16c" here; no variant is built with -mf16c.)
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx2 =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
   if (&k == &avx2::kKernels) return avx2;
   if (&k == &avx512::kKernels) {
     return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&

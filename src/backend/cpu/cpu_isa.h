@@ -1,5 +1,5 @@
 // Which instruction set the CPU kernels (cpu_kernels.h) run with: the best variant this
-// binary has and this CPU supports (AVX-512, else AVX2 + FMA, else generic), chosen
+// binary has and this CPU supports (AVX-512, else AVX2 + FMA + F16C, else generic), chosen
 // once per process. The environment variable CACHET_CPU_ISA (avx512, avx2, generic) forces
 // a lower one, e.g. to compare paths or to test them all on one machine; a value the CPU
 // cannot run, or an unknown one, is ignored (the choice says why).

@@ -7,6 +7,7 @@
 #include <numbers>
 
 #include "backend/cpu/cpu_isa.h"
+#include "cachet/errors.h"
 
 namespace cachet::backend::cpu {
 
@@ -15,33 +16,43 @@ namespace {
 struct MatmulArgs {
   const float* x;  // [num_tokens, in_dim]
   std::int64_t num_tokens, in_dim;
-  const float* w;  // [out_dim, in_dim]
+  const WeightRows* w;  // [out_dim, in_dim]
   std::int64_t out_dim;
   const float* bias;  // [out_dim] or null
   float* y;           // [num_tokens, out_dim]
   bool accumulate;
   std::int64_t block_groups;  // row groups whose weights stay in L2 while tokens stream by
-  const Kernels* kernels;
+  const DotTileFn* tiles;     // the variant's micro-kernels for w's dtype
 };
+
+WeightType weight_type(model::DType dtype) {
+  switch (dtype) {
+    case model::DType::kF32:
+      return kWeightF32;
+    case model::DType::kBF16:
+      return kWeightBF16;
+    case model::DType::kF16:
+      return kWeightF16;
+  }
+  return kWeightF32;
+}
 
 // Row groups [g0, g1) of kTileRows output rows, all tokens. A partial row group repeats
 // its last row and drops the extra results.
 void matmul_rows(const MatmulArgs& a, std::int64_t g0, std::int64_t g1) {
   float out[kMaxTileTokens * kTileRows];
   const float* xp[kMaxTileTokens];
-  const float* wp[kTileRows];
+  const void* wp[kTileRows];
   for (std::int64_t gb = g0; gb < g1; gb += a.block_groups) {
     const std::int64_t ge = std::min(g1, gb + a.block_groups);
     for (std::int64_t t0 = 0; t0 < a.num_tokens; t0 += kMaxTileTokens) {
       const std::int64_t nt = std::min<std::int64_t>(kMaxTileTokens, a.num_tokens - t0);
-      const DotTileFn tile = a.kernels->dot_tiles[nt];
+      const DotTileFn tile = a.tiles[nt];
       for (std::int64_t t = 0; t < nt; ++t) xp[t] = a.x + (t0 + t) * a.in_dim;
       for (std::int64_t g = gb; g < ge; ++g) {
         const std::int64_t r0 = g * kTileRows;
         const std::int64_t nr = std::min<std::int64_t>(kTileRows, a.out_dim - r0);
-        for (std::int64_t r = 0; r < kTileRows; ++r) {
-          wp[r] = a.w + (r0 + std::min(r, nr - 1)) * a.in_dim;
-        }
+        for (std::int64_t r = 0; r < kTileRows; ++r) wp[r] = a.w->row(r0 + std::min(r, nr - 1));
         tile(xp, wp, a.in_dim, out);
         for (std::int64_t t = 0; t < nt; ++t) {
           float* yrow = a.y + (t0 + t) * a.out_dim + r0;
@@ -58,16 +69,38 @@ void matmul_rows(const MatmulArgs& a, std::int64_t g0, std::int64_t g1) {
 
 }  // namespace
 
-void matmul(util::ThreadPool& pool, const float* x, std::int64_t num_tokens, std::int64_t in_dim,
-            const float* w, std::int64_t out_dim, const float* bias, float* y, bool accumulate) {
+void WeightRows::append(const std::byte* data, std::int64_t rows) {
+  if (num_parts_ == static_cast<int>(parts_.size())) {
+    throw Error(ErrorCode::kInternal, "WeightRows::append: more than three parts");
+  }
+  parts_[num_parts_++] = {data, rows};
+  rows_ += rows;
+}
+
+const std::byte* WeightRows::row(std::int64_t r) const {
+  const auto row_bytes = in_dim_ * static_cast<std::int64_t>(model::dtype_size(dtype_));
+  int i = 0;
+  while (i + 1 < num_parts_ && r >= parts_[i].rows) r -= parts_[i++].rows;
+  return parts_[i].data + r * row_bytes;
+}
+
+void matmul(util::ThreadPool& pool, const float* x, std::int64_t num_tokens, const WeightRows& w,
+            const float* bias, float* y, bool accumulate) {
+  const std::int64_t in_dim = w.in_dim(), out_dim = w.rows();
   if (num_tokens <= 0 || out_dim <= 0) return;
   constexpr std::int64_t kL2Bytes = 256 * 1024;
-  const std::int64_t row_bytes = std::max<std::int64_t>(in_dim, 1) * std::int64_t{sizeof(float)};
-  const MatmulArgs args{
-      x,         num_tokens, in_dim,
-      w,         out_dim,    bias,
-      y,         accumulate, std::max<std::int64_t>(1, kL2Bytes / row_bytes / kTileRows),
-      &kernels()};
+  const std::int64_t row_bytes =
+      std::max<std::int64_t>(in_dim, 1) * static_cast<std::int64_t>(model::dtype_size(w.dtype()));
+  const MatmulArgs args{x,
+                        num_tokens,
+                        in_dim,
+                        &w,
+                        out_dim,
+                        bias,
+                        y,
+                        accumulate,
+                        std::max<std::int64_t>(1, kL2Bytes / row_bytes / kTileRows),
+                        kernels().dot_tiles[weight_type(w.dtype())]};
   const std::int64_t groups = (out_dim + kTileRows - 1) / kTileRows;
   // At least ~64k multiply-adds per chunk, so tiny matmuls do not pay for waking threads.
   const std::int64_t macs_per_group = std::max<std::int64_t>(1, in_dim) * num_tokens * kTileRows;
@@ -210,9 +243,9 @@ void attention(const float* q, std::int64_t q_stride, std::int32_t num_tokens,
           // Scores of all heads against kTileRows keys per call; a partial call repeats the
           // last key and drops the extra scores.
           for (std::int32_t j0 = 0; j0 < n; j0 += kTileRows) {
-            const float* keys[kTileRows];
+            const void* keys[kTileRows];
             for (std::int32_t r = 0; r < kTileRows; ++r) keys[r] = k_rows[std::min(j0 + r, n - 1)];
-            k.dot_tiles[heads](q_rows, keys, hd, tile);
+            k.dot_tiles[kWeightF32][heads](q_rows, keys, hd, tile);
             for (std::int32_t h = 0; h < heads; ++h) {
               for (std::int32_t r = 0; r < kTileRows && j0 + r < n; ++r) {
                 scores[h][j0 + r] = tile[h * kTileRows + r] * scale;

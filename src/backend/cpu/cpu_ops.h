@@ -1,4 +1,4 @@
-// The numeric kernels of the CPU backend, fp32.
+// The numeric kernels of the CPU backend: fp32 arithmetic, weights read in their stored dtype.
 //
 // Batch invariance: every output element is computed by the same IEEE operations in the
 // same order whatever the number of tokens in the call, the element's place in a tile, or
@@ -7,22 +7,52 @@
 // sequence was chunked, which is what makes prefix caching bit-exact on the CPU.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <vector>
 
+#include "model/dtype.h"
 #include "model/model_config.h"
 #include "util/thread_pool.h"
 
 namespace cachet::backend::cpu {
 
+// A weight matrix [rows, in_dim] (Hugging Face layout [out, in]) read in place in its stored
+// dtype: the rows of up to three tensors of that dtype stacked, so the fused q/k/v and
+// gate/up projections need no copy.
+class WeightRows {
+ public:
+  WeightRows() = default;
+  WeightRows(model::DType dtype, std::int64_t in_dim) : dtype_(dtype), in_dim_(in_dim) {}
+  // Appends `rows` rows stored at `data` (any alignment). At most three parts.
+  void append(const std::byte* data, std::int64_t rows);
+
+  model::DType dtype() const { return dtype_; }
+  std::int64_t in_dim() const { return in_dim_; }
+  std::int64_t rows() const { return rows_; }
+  // The first byte of row r < rows().
+  const std::byte* row(std::int64_t r) const;
+
+ private:
+  struct Part {
+    const std::byte* data;
+    std::int64_t rows;
+  };
+  model::DType dtype_ = model::DType::kF32;
+  std::int64_t in_dim_ = 0, rows_ = 0;
+  std::array<Part, 3> parts_{};
+  int num_parts_ = 0;
+};
+
 // y = x · wᵀ (+ bias), or y += that when `accumulate` (a residual add).
-//   x: [num_tokens, in_dim]   w: [out_dim, in_dim] (Hugging Face layout)
-//   bias: [out_dim] or null   y: [num_tokens, out_dim]
+//   x: [num_tokens, w.in_dim()]   bias: [w.rows()] or null   y: [num_tokens, w.rows()]
 // Each y element is one fixed-order dot product (16 fp32 lanes over in_dim, then a fixed
-// reduction tree), then + bias, then added to y.
-void matmul(util::ThreadPool& pool, const float* x, std::int64_t num_tokens, std::int64_t in_dim,
-            const float* w, std::int64_t out_dim, const float* bias, float* y, bool accumulate);
+// reduction tree) of x's row and w's row widened to fp32, then + bias, then added to y. The
+// widening is exact, so a bf16 or f16 matrix gives the bits its fp32 copy would.
+void matmul(util::ThreadPool& pool, const float* x, std::int64_t num_tokens, const WeightRows& w,
+            const float* bias, float* y, bool accumulate);
 
 // The dot product matmul uses for each element (and attention for each score), for one pair
 // of vectors of length n.

@@ -1,7 +1,5 @@
 #include "backend/cuda/cuda_backend.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -9,7 +7,6 @@
 #include <cstring>
 #include <limits>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "attention.h"
@@ -18,6 +15,7 @@
 #include "backend/cuda/cuda_util.h"
 #include "backend/cuda/device_sampler.h"
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/weight_upload.h"
 #include "cachet/errors.h"
 #include "ops.h"
 #include "sampling.h"
@@ -38,43 +36,17 @@ using model::HostTensor;
   throw Error(code, "cuda backend: " + message);
 }
 
-// Checks a host weight's shape (the loader already did; this guards the fusing below).
-const std::vector<float>& expect(const HostTensor& t, std::vector<std::int64_t> shape,
-                                 const std::string& name) {
+// Checks a host weight's shape and size (the loader already did; this guards the fusing below).
+const HostTensor* expect(const HostTensor& t, std::vector<std::int64_t> shape,
+                         const std::string& name) {
   std::int64_t count = 1;
   for (std::int64_t d : shape) count *= d;
-  if (t.shape != shape || std::ssize(t.data) != count) {
+  if (t.shape != shape ||
+      std::ssize(t.bytes) != count * static_cast<std::int64_t>(model::dtype_size(t.dtype))) {
     fail(ErrorCode::kInvalidModel, fmt::format("weight {} has shape [{}], expected [{}]", name,
                                                fmt::join(t.shape, ", "), fmt::join(shape, ", ")));
   }
-  return t.data;
-}
-
-// fp32 -> bf16/fp16 with round-to-nearest-even, on the host, in parallel chunks.
-void convert(const float* src, std::size_t n, bool fp16, std::uint16_t* dst) {
-  const auto work = [=](std::size_t begin, std::size_t end) {
-    for (std::size_t i = begin; i < end; ++i) {
-      if (fp16) {
-        const __half h = __float2half_rn(src[i]);
-        std::memcpy(dst + i, &h, 2);
-      } else {
-        const __nv_bfloat16 b = __float2bfloat16_rn(src[i]);
-        std::memcpy(dst + i, &b, 2);
-      }
-    }
-  };
-  const std::size_t threads = std::clamp<std::size_t>(std::thread::hardware_concurrency(), 1, 16);
-  if (n < (std::size_t{1} << 20) || threads == 1) {
-    work(0, n);
-    return;
-  }
-  std::vector<std::thread> pool;
-  const std::size_t chunk = (n + threads - 1) / threads;
-  for (std::size_t t = 0; t < threads; ++t) {
-    const std::size_t b = t * chunk, e = std::min(n, b + chunk);
-    if (b < e) pool.emplace_back(work, b, e);
-  }
-  for (auto& th : pool) th.join();
+  return &t;
 }
 
 class CudaBackend final : public Backend {
@@ -118,7 +90,7 @@ class CudaBackend final : public Backend {
     std::int32_t* block_tables;
   };
 
-  void upload_weights(model::ModelWeights& weights);
+  void upload_weights(const model::ModelWeights& weights);
   void allocate_workspace();
   std::int64_t choose_num_blocks(const CudaBackendOptions& options) const;
   // The padded batch sizes decode steps run at: one graph each.
@@ -327,88 +299,49 @@ CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_.get());
 }
 
-void CudaBackend::upload_weights(model::ModelWeights& w) {
+void CudaBackend::upload_weights(const model::ModelWeights& w) {
   const auto& c = config_;
   const std::int64_t hd = head_dim_;
   if (std::ssize(w.layers) != c.num_layers) {
     fail(ErrorCode::kInvalidModel,
          fmt::format("{} layers of weights for {} layers", w.layers.size(), c.num_layers));
   }
-  // Every weight goes into one allocation: sizes first, then one host staging pass per
-  // tensor (fused ones concatenated), then copies.
-  struct Piece {
-    std::vector<const std::vector<float>*> parts;  // concatenated in order
-    std::size_t elems = 0;
-    std::size_t offset = 0;  // bytes into weights_
-    const void** slot = nullptr;
-  };
-  std::vector<Piece> pieces;
-  const auto add = [&](std::vector<const std::vector<float>*> parts, const void** slot) {
-    Piece p;
-    for (const auto* part : parts) p.elems += part->size();
-    p.parts = std::move(parts);
-    p.slot = slot;
-    pieces.push_back(std::move(p));
-  };
-  add({&expect(w.embed_tokens, {vocab_, hidden_}, "embed_tokens")}, &embed_);
-  add({&expect(w.final_norm, {hidden_}, "final_norm")}, &final_norm_);
-  if (!w.lm_head.empty()) add({&expect(w.lm_head, {vocab_, hidden_}, "lm_head")}, &lm_head_);
+  // Every weight goes into one allocation, fused ones stacked, read from the stored tensors
+  // through a bounded staging buffer.
+  cuda::WeightUpload upload(options_.fp16);
+  upload.add({expect(w.embed_tokens, {vocab_, hidden_}, "embed_tokens")}, &embed_);
+  upload.add({expect(w.final_norm, {hidden_}, "final_norm")}, &final_norm_);
+  if (!w.lm_head.empty()) upload.add({expect(w.lm_head, {vocab_, hidden_}, "lm_head")}, &lm_head_);
   layers_.assign(w.layers.size(), Layer{});
   for (std::size_t i = 0; i < w.layers.size(); ++i) {
     const auto& lw = w.layers[i];
     Layer& l = layers_[i];
-    l = {};
     const auto name = [i](const char* what) { return fmt::format("layers.{}.{}", i, what); };
-    add({&expect(lw.input_norm, {hidden_}, name("input_norm"))}, &l.input_norm);
-    add({&expect(lw.q_proj, {q_dim_, hidden_}, name("q_proj")),
-         &expect(lw.k_proj, {kv_dim_, hidden_}, name("k_proj")),
-         &expect(lw.v_proj, {kv_dim_, hidden_}, name("v_proj"))},
-        &l.qkv);
+    upload.add({expect(lw.input_norm, {hidden_}, name("input_norm"))}, &l.input_norm);
+    upload.add({expect(lw.q_proj, {q_dim_, hidden_}, name("q_proj")),
+                expect(lw.k_proj, {kv_dim_, hidden_}, name("k_proj")),
+                expect(lw.v_proj, {kv_dim_, hidden_}, name("v_proj"))},
+               &l.qkv);
     if (c.attention_bias) {
-      add({&expect(lw.q_bias, {q_dim_}, name("q_bias")),
-           &expect(lw.k_bias, {kv_dim_}, name("k_bias")),
-           &expect(lw.v_bias, {kv_dim_}, name("v_bias"))},
-          &l.qkv_bias);
+      upload.add({expect(lw.q_bias, {q_dim_}, name("q_bias")),
+                  expect(lw.k_bias, {kv_dim_}, name("k_bias")),
+                  expect(lw.v_bias, {kv_dim_}, name("v_bias"))},
+                 &l.qkv_bias);
     }
     if (c.qk_norm) {
-      add({&expect(lw.q_norm, {hd}, name("q_norm"))}, &l.q_norm);
-      add({&expect(lw.k_norm, {hd}, name("k_norm"))}, &l.k_norm);
+      upload.add({expect(lw.q_norm, {hd}, name("q_norm"))}, &l.q_norm);
+      upload.add({expect(lw.k_norm, {hd}, name("k_norm"))}, &l.k_norm);
     }
-    add({&expect(lw.o_proj, {hidden_, q_dim_}, name("o_proj"))}, &l.o_proj);
-    add({&expect(lw.post_attention_norm, {hidden_}, name("post_attention_norm"))}, &l.post_norm);
-    add({&expect(lw.gate_proj, {inter_, hidden_}, name("gate_proj")),
-         &expect(lw.up_proj, {inter_, hidden_}, name("up_proj"))},
-        &l.gate_up);
-    add({&expect(lw.down_proj, {hidden_, inter_}, name("down_proj"))}, &l.down);
+    upload.add({expect(lw.o_proj, {hidden_, q_dim_}, name("o_proj"))}, &l.o_proj);
+    upload.add({expect(lw.post_attention_norm, {hidden_}, name("post_attention_norm"))},
+               &l.post_norm);
+    upload.add({expect(lw.gate_proj, {inter_, hidden_}, name("gate_proj")),
+                expect(lw.up_proj, {inter_, hidden_}, name("up_proj"))},
+               &l.gate_up);
+    upload.add({expect(lw.down_proj, {hidden_, inter_}, name("down_proj"))}, &l.down);
   }
-  std::size_t total = 0, largest = 0;
-  for (auto& p : pieces) {
-    p.offset = total;
-    total += align_up(p.elems * 2);
-    largest = std::max(largest, p.elems);
-  }
-  weights_ = DeviceBuffer(total, fmt::format("the weights ({} tensors)", pieces.size()));
-  plan_.weight_bytes = static_cast<std::int64_t>(total);
-  // Two pinned staging buffers so converting one tensor overlaps copying the previous one.
-  PinnedBuffer staging[2] = {PinnedBuffer(largest * 2, "weight staging"),
-                             PinnedBuffer(largest * 2, "weight staging")};
-  cudaStream_t s = stream_.get();
-  for (std::size_t i = 0; i < pieces.size(); ++i) {
-    Piece& p = pieces[i];
-    PinnedBuffer& buf = staging[i % 2];
-    // The copy that last used this buffer must be done before it is overwritten.
-    check(cudaStreamSynchronize(s), "cudaStreamSynchronize (weight upload)");
-    std::size_t at = 0;
-    for (const auto* part : p.parts) {
-      convert(part->data(), part->size(), options_.fp16, buf.as<std::uint16_t>() + at);
-      at += part->size();
-    }
-    auto* dst = static_cast<char*>(weights_.get()) + p.offset;
-    check(cudaMemcpyAsync(dst, buf.as<void>(), p.elems * 2, cudaMemcpyHostToDevice, s),
-          "copy weights to the GPU");
-    *p.slot = dst;
-  }
-  check(cudaStreamSynchronize(s), "cudaStreamSynchronize (weight upload)");
+  plan_.weight_bytes = static_cast<std::int64_t>(upload.device_bytes());
+  weights_ = upload.upload(stream_.get());
   if (lm_head_ == nullptr) lm_head_ = embed_;
 }
 
