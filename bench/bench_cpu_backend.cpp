@@ -1,8 +1,11 @@
 // CPU backend throughput on a Qwen3-0.6B-shaped model with random weights built in memory
 // (vocab 151936, hidden 1024, intermediate 3072, 28 layers, 16 heads, 8 KV heads,
-// head_dim 128, tied embeddings; about 3 GB in fp32).
+// head_dim 128, tied embeddings; 1.5 GB of weights in bf16, stored as CACHET_BENCH_DTYPE says).
 //   BM_Prefill/N: one sequence of N new tokens, logits for the last one.
 //   BM_Decode/B:  B sequences of context 256 decoding one token each.
+//   BM_DecodeAtContext/C: one sequence decoding one token after C - 1 cached positions.
+//   BM_PrefillChunkAtContext/C: one sequence computing 64 new tokens ending at position C
+//     (a later chunk of a long prompt); items are those 64 tokens.
 // items_per_second is tokens/s; bytes_per_second for decode counts the weights read once
 // per step (the memory-bandwidth floor). Threads: one per core, or CACHET_BENCH_THREADS.
 #include <benchmark/benchmark.h>
@@ -11,6 +14,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -41,18 +46,26 @@ model::ModelConfig qwen3_06b_config() {
   return c;
 }
 
+// The weights' stored dtype: bf16, as the checkpoint of this shape; CACHET_BENCH_DTYPE=f32 or
+// f16 for the others (the arithmetic is fp32 whatever it is).
+model::DType weight_dtype() {
+  const char* env = std::getenv("CACHET_BENCH_DTYPE");
+  const std::string name = env != nullptr ? env : "bf16";
+  if (name == "f32") return model::DType::kF32;
+  if (name == "f16") return model::DType::kF16;
+  return model::DType::kBF16;
+}
+
 model::HostTensor random_tensor(std::vector<std::int64_t> shape, float scale, float offset,
                                 std::uint64_t& state) {
-  model::HostTensor t;
   std::int64_t n = 1;
   for (auto d : shape) n *= d;
-  t.shape = std::move(shape);
-  t.data.resize(static_cast<std::size_t>(n));
-  for (float& v : t.data) {  // xorshift64: fast, and the values do not matter for speed
+  std::vector<float> values(static_cast<std::size_t>(n));
+  for (float& v : values) {  // xorshift64: fast, and the values do not matter for speed
     state ^= state << 13, state ^= state >> 7, state ^= state << 17;
     v = offset + scale * (static_cast<float>(state >> 40) / 8388608.0f - 1.0f);
   }
-  return t;
+  return model::HostTensor::from_f32(std::move(shape), std::move(values), weight_dtype());
 }
 
 model::ModelWeights random_weights(const model::ModelConfig& c) {
@@ -80,18 +93,34 @@ model::ModelWeights random_weights(const model::ModelConfig& c) {
   return w;
 }
 
-// One backend for the whole run: building 3 GB of weights takes a while.
+constexpr std::int32_t kKvBlocks = 1088;  // 17408 token slots: a 16k context, or 32 x 256
+
+// Writes every KV pool once, so attention reads real pages (calloc's untouched pages all map
+// the one zero page, which would make long contexts look free). The values do not matter.
+void touch_kv(const backend::Backend& backend, std::int32_t num_layers) {
+  for (std::int32_t l = 0; l < num_layers; ++l) {
+    for (const bool value : {false, true}) {
+      const std::span<const float> pool = backend::cpu_kv_pool(backend, l, value);
+      std::fill(const_cast<float*>(pool.data()), const_cast<float*>(pool.data()) + pool.size(),
+                0.01f);
+    }
+  }
+}
+
+// One backend for the whole run: building 1.5 GB of weights takes a while.
 backend::Backend& shared_backend() {
   static const std::unique_ptr<backend::Backend> instance = [] {
     const auto config = qwen3_06b_config();
     const backend::KvCacheSpec kv{config.num_layers, config.num_kv_heads, config.head_dim,
-                                  kBlockSize, 256};  // 4096 token slots, 0.9 GB
+                                  kBlockSize, kKvBlocks};  // 2.0 GB of fp32 K/V
     // CACHET_BENCH_THREADS overrides the default of one thread per core.
     const char* env = std::getenv("CACHET_BENCH_THREADS");
     const int threads = env != nullptr
                             ? std::max(1, std::atoi(env))
                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    return backend::make_cpu_backend(config, random_weights(config), kv, threads);
+    auto made = backend::make_cpu_backend(config, random_weights(config), kv, threads);
+    touch_kv(*made, config.num_layers);
+    return made;
   }();
   return *instance;
 }
@@ -141,11 +170,41 @@ void BM_Decode(benchmark::State& state) {
       std::int64_t{c.num_heads} * c.head_dim * c.hidden_size +
       3 * std::int64_t{c.hidden_size} * c.intermediate_size;
   const std::int64_t weight_bytes =
-      4 * (c.num_layers * layer_params + std::int64_t{c.vocab_size} * c.hidden_size);
+      static_cast<std::int64_t>(model::dtype_size(weight_dtype())) *
+      (c.num_layers * layer_params + std::int64_t{c.vocab_size} * c.hidden_size);
   state.SetItemsProcessed(state.iterations() * seqs);
   state.SetBytesProcessed(state.iterations() * weight_bytes);
 }
-BENCHMARK(BM_Decode)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Decode)->Arg(1)->Arg(8)->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_DecodeAtContext(benchmark::State& state) {
+  auto& backend = shared_backend();
+  const auto batch = make_batch(1, 1, static_cast<std::int32_t>(state.range(0)));
+  std::vector<float> logits;
+  for (auto _ : state) backend.forward(batch, logits);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_DecodeAtContext)
+    ->Arg(1024)
+    ->Arg(4096)
+    ->Arg(16384)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+void BM_PrefillChunkAtContext(benchmark::State& state) {
+  auto& backend = shared_backend();
+  constexpr std::int32_t kChunk = 64;
+  const auto batch = make_batch(1, kChunk, static_cast<std::int32_t>(state.range(0)));
+  std::vector<float> logits;
+  for (auto _ : state) backend.forward(batch, logits);
+  state.SetItemsProcessed(state.iterations() * kChunk);
+}
+BENCHMARK(BM_PrefillChunkAtContext)
+    ->Arg(1024)
+    ->Arg(4096)
+    ->Arg(16384)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 
