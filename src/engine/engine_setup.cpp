@@ -92,10 +92,11 @@ void merge_generation_config(const fs::path& dir, std::int32_t vocab_size,
   }
 }
 
-// The CUDA backend, or null when kAuto settles for the CPU (and logs why).
 model::WeightLoading loading(const EngineConfig& config) {
   return config.mmap_weights ? model::WeightLoading::kMap : model::WeightLoading::kRead;
 }
+
+// The CUDA backend, or null when kAuto settles for the CPU (and logs why).
 
 std::unique_ptr<backend::Backend> make_cuda(const EngineConfig& config, const fs::path& dir,
                                             const model::ModelConfig& model, std::int32_t max_len,

@@ -136,6 +136,11 @@ std::int64_t HostTensor::numel() const {
   return n;
 }
 
+bool HostTensor::has_shape(const std::vector<std::int64_t>& expected) const {
+  return shape == expected &&
+         std::ssize(bytes) == numel() * static_cast<std::int64_t>(dtype_size(dtype));
+}
+
 void HostTensor::to_f32(std::int64_t first, std::int64_t count, float* out) const {
   const auto size = static_cast<std::int64_t>(dtype_size(dtype));
   if (first < 0 || count < 0 || (first + count) * size > std::ssize(bytes)) {

@@ -31,6 +31,8 @@ struct HostTensor {
   bool empty() const { return bytes.empty(); }
   std::int64_t dim(std::size_t i) const { return shape.at(i); }
   std::int64_t numel() const;
+  // Whether the tensor has `shape` and holds that many values of its dtype.
+  bool has_shape(const std::vector<std::int64_t>& expected) const;
   // The address of element `i` (of row `i` of a 2-D tensor when scaled by dim(1)).
   const std::byte* at(std::int64_t i) const {
     return bytes.data() + i * static_cast<std::int64_t>(dtype_size(dtype));

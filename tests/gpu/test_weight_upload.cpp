@@ -1,8 +1,8 @@
-// The CUDA backend's weight upload (src/backend/cuda/weight_upload.h) against the host's own
-// rounding (model/dtype.h, independent of CUDA's): every stored dtype into both device dtypes,
-// through staging buffers far smaller than the tensors, so chunks cross tensor and part
-// boundaries. The device bytes must be the stored bytes where the dtypes agree and the
-// round-to-nearest-even of the stored value otherwise.
+// The CUDA backend's weight upload (src/backend/cuda/weight_upload.h): every stored dtype into
+// both device dtypes, through staging buffers far smaller than the tensors, so chunks cross
+// tensor and part boundaries. The device bytes must be the stored bytes where the dtypes agree
+// and the round-to-nearest-even of the stored value (model/dtype.h, tested in test_dtype)
+// otherwise, every tensor at its own 256-byte-aligned address.
 #include <gtest/gtest.h>
 
 #include "support/gpu_test.h"

@@ -242,6 +242,8 @@ TEST(HostTensor, FromF32StoresEachDtype) {
   const HostTensor f32 = HostTensor::from_f32({2, 2}, values);
   EXPECT_EQ(f32.to_f32(), values);
   EXPECT_EQ(f32.numel(), 4);
+  EXPECT_TRUE(f32.has_shape({2, 2}));
+  EXPECT_FALSE(f32.has_shape({4}));
   const HostTensor bf16 = HostTensor::from_f32({4}, values, DType::kBF16);
   EXPECT_EQ(bf16.bytes.size(), 8u);
   EXPECT_EQ(bf16.to_f32(), (std::vector<float>{1.0f, -2.5f, 1.0f, 65536.0f}));

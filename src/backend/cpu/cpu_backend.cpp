@@ -32,10 +32,7 @@ std::string shape_string(const std::vector<std::int64_t>& shape) {
 // Checks a weight's shape and that it holds that many values of its dtype.
 const HostTensor& checked(const HostTensor& t, const std::vector<std::int64_t>& shape,
                           const std::string& name) {
-  std::int64_t count = 1;
-  for (std::int64_t d : shape) count *= d;
-  const auto bytes = count * static_cast<std::int64_t>(model::dtype_size(t.dtype));
-  if (t.shape != shape || std::ssize(t.bytes) != bytes) {
+  if (!t.has_shape(shape)) {
     fail_setup(ErrorCode::kInvalidModel,
                fmt::format("weight {} has shape {} with {} bytes of {}, expected {}", name,
                            shape_string(t.shape), t.bytes.size(), model::dtype_name(t.dtype),

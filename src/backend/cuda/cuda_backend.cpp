@@ -39,10 +39,7 @@ using model::HostTensor;
 // Checks a host weight's shape and size (the loader already did; this guards the fusing below).
 const HostTensor* expect(const HostTensor& t, std::vector<std::int64_t> shape,
                          const std::string& name) {
-  std::int64_t count = 1;
-  for (std::int64_t d : shape) count *= d;
-  if (t.shape != shape ||
-      std::ssize(t.bytes) != count * static_cast<std::int64_t>(model::dtype_size(t.dtype))) {
+  if (!t.has_shape(shape)) {
     fail(ErrorCode::kInvalidModel, fmt::format("weight {} has shape [{}], expected [{}]", name,
                                                fmt::join(t.shape, ", "), fmt::join(shape, ", ")));
   }

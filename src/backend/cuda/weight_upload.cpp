@@ -1,7 +1,5 @@
 #include "backend/cuda/weight_upload.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -12,23 +10,6 @@
 #include "cachet/errors.h"
 
 namespace cachet::backend::cuda {
-
-namespace {
-
-// fp32 -> bf16/fp16 with round-to-nearest-even.
-void round_to_device(const float* src, std::size_t n, bool fp16, std::uint16_t* dst) {
-  for (std::size_t i = 0; i < n; ++i) {
-    if (fp16) {
-      const __half h = __float2half_rn(src[i]);
-      std::memcpy(dst + i, &h, 2);
-    } else {
-      const __nv_bfloat16 b = __float2bfloat16_rn(src[i]);
-      std::memcpy(dst + i, &b, 2);
-    }
-  }
-}
-
-}  // namespace
 
 WeightUpload::WeightUpload(bool fp16, std::size_t staging_bytes)
     : fp16_(fp16), staging_elems_(std::max<std::size_t>(1, staging_bytes / 2)) {}
@@ -49,7 +30,9 @@ void WeightUpload::stage(const model::HostTensor& t, std::int64_t first, std::in
   }
   widened_.resize(static_cast<std::size_t>(count));
   t.to_f32(first, count, widened_.data());
-  round_to_device(widened_.data(), widened_.size(), fp16_, dst);
+  for (std::size_t i = 0; i < widened_.size(); ++i) {  // round to nearest even
+    dst[i] = fp16_ ? model::f32_to_f16(widened_[i]) : model::f32_to_bf16(widened_[i]);
+  }
 }
 
 DeviceBuffer WeightUpload::upload(cudaStream_t stream) {
