@@ -50,6 +50,11 @@ struct EngineConfig {
   // Keep the K/V of full blocks after their request ends and reuse it for every later
   // request whose prompt starts with the same tokens (automatic prefix caching).
   bool enable_prefix_caching = true;
+  // Host-memory tier of the prefix cache, in bytes (0: off; rounded down to whole KV blocks).
+  // A block the KV cache evicts is copied here instead of dropped, and a later prompt that
+  // matches it has it copied back rather than recomputed: the same bytes, so the same
+  // outputs. On a GPU the tier is pinned host memory. Needs enable_prefix_caching.
+  std::int64_t host_kv_cache_bytes = 0;
   // Order in which waiting requests are admitted.
   SchedulePolicy schedule_policy = SchedulePolicy::kFcfs;
   // Number of KV blocks. 0: as many as `kv_cache_bytes` allows.

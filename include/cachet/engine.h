@@ -121,6 +121,14 @@ struct EngineStats {
   std::int64_t prefix_cache_query_blocks = 0;  // full prompt blocks
   std::int64_t prefix_cache_hit_blocks = 0;
   double prefix_cache_hit_rate = 0.0;  // hit_tokens / query_tokens, 0 when no queries
+  // Host-memory tier: of prefix_cache_hit_tokens, those loaded from it (the rest were in
+  // the KV cache); blocks it holds now; blocks copied into it (demoted by an eviction of the
+  // KV cache) and out of it (loaded for a hit); its own evictions (least recently used).
+  std::int64_t prefix_cache_host_hit_tokens = 0;
+  std::int64_t host_blocks_used = 0;
+  std::int64_t host_blocks_stored = 0;
+  std::int64_t host_blocks_loaded = 0;
+  std::int64_t host_evictions = 0;
   // KV blocks by state: free + cached + in_use = EngineInfo::num_kv_blocks.
   std::int64_t blocks_free = 0;
   std::int64_t blocks_cached = 0;  // unreferenced, kept for reuse, evictable
@@ -160,6 +168,10 @@ struct EngineInfo {
   std::int32_t block_size = 0;
   std::int64_t num_kv_blocks = 0;
   std::int64_t kv_cache_bytes = 0;
+  // The prefix cache's host-memory tier (EngineConfig::host_kv_cache_bytes): KV blocks it
+  // holds and their bytes; 0 when off.
+  std::int64_t num_host_kv_blocks = 0;
+  std::int64_t host_kv_cache_bytes = 0;
   std::int32_t max_model_len = 0;
   std::int32_t max_num_seqs = 0;
   std::int32_t max_num_batched_tokens = 0;

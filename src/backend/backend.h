@@ -73,6 +73,13 @@ struct SampledToken {
   std::int32_t num_nonfinite = 0;
 };
 
+// One block copied between the KV cache and its host-memory tier: KV block `block` (every
+// layer's K and V) and host slot `slot`, which holds exactly that much.
+struct HostCopy {
+  std::int32_t block = 0;
+  std::int64_t slot = 0;
+};
+
 // A backend failure after which the backend cannot run anything more (a sticky CUDA error:
 // an illegal address, a kernel fault, an uncorrectable ECC error). The engine then fails as
 // a whole (Engine::health()) instead of failing only the requests of the step.
@@ -96,6 +103,17 @@ class Backend {
   // Debugging aid: overwrites every layer's K and V of these blocks with NaN, so that a read
   // of K/V the block table does not vouch for shows up as NaN logits.
   virtual void poison_blocks(std::span<const std::int32_t> blocks) = 0;
+
+  // The host-memory tier of the KV cache (kv/host_tier.h): `num_slots` slots of one KV
+  // block each, in the host memory copies to and from the device are fastest from (pinned
+  // on a GPU). Called at most once, before the first forward pass. Throws
+  // Error(kOutOfMemory) when the memory cannot be had; this default, Error(kUnsupported).
+  virtual void allocate_host_tier(std::int64_t num_slots);
+  // Copies blocks to their host slots (save) or host slots into blocks (load), in order with
+  // forward passes: a save sees the K/V every earlier forward wrote, a load is in place
+  // before the next forward reads it. Saves run before the loads that may read their slots.
+  virtual void save_blocks(std::span<const HostCopy> copies);
+  virtual void load_blocks(std::span<const HostCopy> copies);
 
   // Whether forward_sample() is implemented: the backend then samples next to the logits
   // and returns only tokens (and the logprobs asked for), not whole logits rows.

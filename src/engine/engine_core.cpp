@@ -37,7 +37,8 @@ EngineCore::EngineCore(const EngineConfig& config, const EngineInfo& info, model
       model_(std::move(model)),
       backend_(std::move(backend)),
       tokenizer_(std::move(tokenizer)),
-      kv_(info.num_kv_blocks, info.block_size, config.enable_prefix_caching),
+      kv_(info.num_kv_blocks, info.block_size, config.enable_prefix_caching,
+          info.num_host_kv_blocks),
       scheduler_({config.max_num_seqs, config.max_num_batched_tokens, config.schedule_policy},
                  kv_) {
   if (config_.debug_poison_kv) {
@@ -245,6 +246,7 @@ void EngineCore::step() {
 
 void EngineCore::run_step() {
   Step step = scheduler_.schedule();
+  run_transfers();  // whatever the step runs: its schedule may have evicted blocks
   for (Sequence* seq : step.unservable) {
     finish(
         *seq, FinishReason::kError,
@@ -264,13 +266,6 @@ void EngineCore::run_step() {
   ++num_steps_;
   peak_in_use_ = std::max(peak_in_use_, kv_.pool().num_in_use());
   BuiltBatch built = build_batch(step, info_.block_size);
-  if (config_.debug_poison_kv) {
-    // Blocks freed since the last step (possibly handed out again by this one's schedule,
-    // before anything is written to them).
-    std::vector<std::int32_t> freed;
-    for (kv::BlockId id : kv_.pool().take_freed()) freed.push_back(id.value);
-    if (!freed.empty()) backend_->poison_blocks(freed);
-  }
   const bool on_device = sample_on_device(built);
   try {
     if (on_device) {
@@ -349,6 +344,34 @@ void EngineCore::run_step() {
     } else {
       report_tokens(seq);
     }
+  }
+}
+
+// The host tier's copies the schedule queued, with debug_poison_kv's poisoning between the
+// saves (which read blocks that eviction freed) and the loads (which fill blocks handed out
+// again). A failed copy leaves registered blocks without their K/V: the engine cannot go on.
+void EngineCore::run_transfers() {
+  const kv::Transfers transfers = kv_.take_transfers();
+  auto copies = [](const std::vector<kv::BlockTransfer>& list) {
+    std::vector<backend::HostCopy> out;
+    for (const kv::BlockTransfer& t : list) out.push_back({t.device.value, t.host_slot});
+    return out;
+  };
+  try {
+    if (!transfers.saves.empty()) backend_->save_blocks(copies(transfers.saves));
+    if (config_.debug_poison_kv) {
+      // Blocks freed since the last step (possibly handed out again by this one's schedule,
+      // before anything is written to them).
+      std::vector<std::int32_t> freed;
+      for (kv::BlockId id : kv_.pool().take_freed()) freed.push_back(id.value);
+      if (!freed.empty()) backend_->poison_blocks(freed);
+    }
+    if (!transfers.loads.empty()) backend_->load_blocks(copies(transfers.loads));
+  } catch (const backend::FatalBackendError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::kInternal,
+                fmt::format("copying KV blocks to or from the host tier failed: {}", e.what()));
   }
 }
 
@@ -435,6 +458,11 @@ EngineStats EngineCore::stats() const {
   s.prefix_cache_hit_blocks = c.hit_blocks;
   s.prefix_cache_hit_rate =
       c.query_tokens > 0 ? static_cast<double>(c.hit_tokens) / c.query_tokens : 0.0;
+  s.prefix_cache_host_hit_tokens = c.host_hit_tokens;
+  s.host_blocks_used = kv_.host_tier().num_used();
+  s.host_blocks_stored = kv_.host_counters().blocks_stored;
+  s.host_blocks_loaded = kv_.host_counters().blocks_loaded;
+  s.host_evictions = kv_.host_tier().num_evictions();
   s.blocks_free = kv_.pool().num_free();
   s.blocks_cached = kv_.pool().num_cached();
   s.blocks_in_use = kv_.pool().num_in_use();

@@ -84,6 +84,7 @@ class EngineCore {
   Delivery take_new_tokens(Sequence& seq);
   void report_tokens(Sequence& seq);
   void run_step();
+  void run_transfers();
   bool sample_on_device(const BuiltBatch& built) const;
   void build_sample_specs(const BuiltBatch& built);
   sampling::TokenHistory history(const Sequence& seq) const;

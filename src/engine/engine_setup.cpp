@@ -39,6 +39,9 @@ void check_config(const EngineConfig& c) {
   if (c.kv_cache_bytes < 0)
     bad(fmt::format("kv_cache_bytes must be >= 0 (0: the backend's default), got {}",
                     c.kv_cache_bytes));
+  if (c.host_kv_cache_bytes < 0)
+    bad(fmt::format("host_kv_cache_bytes must be >= 0 (0: no host tier), got {}",
+                    c.host_kv_cache_bytes));
   if (c.cuda_device < 0) bad(fmt::format("cuda_device must be >= 0, got {}", c.cuda_device));
   if (!(c.gpu_memory_utilization > 0 && c.gpu_memory_utilization <= 1))
     bad(fmt::format("gpu_memory_utilization must be in (0, 1], got {}", c.gpu_memory_utilization));
@@ -169,8 +172,22 @@ std::unique_ptr<backend::Backend> make_cpu(const EngineConfig& config, const fs:
   return backend::make_cpu_backend(model, std::move(weights), kv, threads);
 }
 
+// The host tier's slots, allocated by the backend: none without prefix caching.
+std::int64_t make_host_tier(const EngineConfig& config, backend::Backend& backend,
+                            std::int64_t block_bytes) {
+  if (!config.enable_prefix_caching || config.host_kv_cache_bytes == 0) return 0;
+  const std::int64_t slots = config.host_kv_cache_bytes / block_bytes;
+  if (slots < 1)
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("EngineConfig: host_kv_cache_bytes {} holds no KV block (one block "
+                            "of {} tokens takes {} bytes)",
+                            config.host_kv_cache_bytes, config.block_size, block_bytes));
+  backend.allocate_host_tier(slots);
+  return slots;
+}
+
 EngineInfo describe(const EngineConfig& config, const EngineParts& parts, std::int32_t max_len,
-                    int threads, std::int64_t block_bytes) {
+                    int threads, std::int64_t block_bytes, std::int64_t host_blocks) {
   EngineInfo info;
   const std::int64_t num_blocks = parts.backend->kv_spec().num_blocks;
   info.architecture = std::string(model::arch_name(parts.model.arch));
@@ -181,6 +198,8 @@ EngineInfo describe(const EngineConfig& config, const EngineParts& parts, std::i
   info.block_size = config.block_size;
   info.num_kv_blocks = num_blocks;
   info.kv_cache_bytes = num_blocks * block_bytes;
+  info.num_host_kv_blocks = host_blocks;
+  info.host_kv_cache_bytes = host_blocks * block_bytes;
   info.max_model_len = max_len;
   info.max_num_seqs = config.max_num_seqs;
   info.max_num_batched_tokens = config.max_num_batched_tokens;
@@ -221,12 +240,15 @@ EngineParts build_engine_parts(const EngineConfig& config, const util::Logger& l
   std::int64_t block_bytes = 0;
   parts.backend = make_cuda(config, dir, parts.model, max_len, log, block_bytes);
   if (!parts.backend) parts.backend = make_cpu(config, dir, parts.model, threads, log, block_bytes);
-  parts.info = describe(config, parts, max_len, threads, block_bytes);
+  const std::int64_t host_blocks = make_host_tier(config, *parts.backend, block_bytes);
+  parts.info = describe(config, parts, max_len, threads, block_bytes, host_blocks);
   log.info(
-      "{} on {}{}: {} KV blocks of {} tokens ({:.1f} MiB), max_model_len {}, prefix caching {}",
+      "{} on {}{}: {} KV blocks of {} tokens ({:.1f} MiB), host tier {} blocks ({:.1f} MiB), "
+      "max_model_len {}, prefix caching {}",
       parts.info.architecture, parts.info.backend,
       parts.info.cpu_isa.empty() ? "" : " (" + parts.info.cpu_isa + " kernels)",
-      parts.info.num_kv_blocks, config.block_size, parts.info.kv_cache_bytes / 1048576.0, max_len,
+      parts.info.num_kv_blocks, config.block_size, parts.info.kv_cache_bytes / 1048576.0,
+      host_blocks, parts.info.host_kv_cache_bytes / 1048576.0, max_len,
       config.enable_prefix_caching ? "on" : "off");
   return parts;
 }

@@ -130,7 +130,7 @@ void Scheduler::admit_waiting(Step& step, std::int32_t& budget) {
                           static_cast<std::int32_t>(running_.size()) < config_.max_num_seqs;) {
     Sequence* seq = waiting_[i];
     kv::PrefixMatch match = match_for(*seq);
-    const std::size_t next_block = match.blocks.size();
+    const std::size_t next_block = match.blocks.size() + match.host_slots.size();
     if (next_block < seq->kv.hashes.size() && pending.contains(seq->kv.hashes[next_block]) &&
         !needs_whole_prompt(*seq)) {
       ++i;  // deferred: a running sequence computes this block now
@@ -152,7 +152,9 @@ void Scheduler::admit_waiting(Step& step, std::int32_t& budget) {
       counters_.query_tokens += seq->num_prompt_tokens;
       counters_.hit_tokens += match.num_tokens;
       counters_.query_blocks += seq->num_prompt_tokens / kv_.block_size();
-      counters_.hit_blocks += static_cast<std::int64_t>(match.blocks.size());
+      counters_.hit_blocks += static_cast<std::int64_t>(next_block);
+      counters_.host_hit_tokens +=
+          static_cast<std::int64_t>(match.host_slots.size()) * kv_.block_size();
     }
     seq->num_computed = match.num_tokens;
     seq->status = SeqStatus::kRunning;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <unordered_set>
 #include <utility>
 
 #include "cachet/errors.h"
@@ -59,7 +60,7 @@ bool BlockPool::same_content(BlockId id, const ChainLink& link,
                              std::span<const TokenId> tokens) const {
   const Block& b = at(id);
   if (link.parent) {
-    const BlockRef* parent = std::get_if<BlockRef>(&b.after);
+    const ContentId* parent = std::get_if<ContentId>(&b.after);
     if (parent == nullptr || *parent != *link.parent) return false;
   } else {
     const SaltId* salt = std::get_if<SaltId>(&b.after);
@@ -120,15 +121,18 @@ void BlockPool::release(std::span<const BlockId> chain) {
 }
 
 BlockId BlockPool::register_block(BlockId id, const BlockHash& hash, const ChainLink& link,
-                                  std::span<const TokenId> tokens) {
+                                  std::span<const TokenId> tokens, ContentId content) {
   Block& b = at(id);
   if (b.ref_count <= 0) integrity_failure("registering a block that is not in use", id.value);
   if (b.hash || tokens.size() != static_cast<std::size_t>(block_size_))
     integrity_failure("bad registration", id.value);
-  if (link.parent && !at(link.parent->id).hash)
+  if (link.parent && link.parent->value == 0)
     integrity_failure("registering a block after an unregistered parent", id.value);
+  if (content.value >= next_content_)
+    integrity_failure("registering contents under an identity never handed out", id.value);
   if (auto same = lookup(hash, link, tokens)) return *same;
   b.hash = hash;
+  b.content = content.value != 0 ? content : ContentId{next_content_++};
   if (link.parent)
     b.after = *link.parent;
   else
@@ -141,6 +145,16 @@ BlockId BlockPool::register_block(BlockId id, const BlockHash& hash, const Chain
 
 void BlockPool::evict(BlockId id) {
   Block& b = at(id);
+  if (on_evict_) {
+    ChainLink link;
+    if (const ContentId* parent = std::get_if<ContentId>(&b.after))
+      link = ChainLink::after(*parent);
+    else if (const SaltId* salt = std::get_if<SaltId>(&b.after); salt && salt->name)
+      link = ChainLink::first(*salt->name);
+    const TokenId* first = tokens_.data() + static_cast<std::size_t>(id.value) * block_size_;
+    on_evict_({id, *b.hash, b.content, link,
+               std::span<const TokenId>(first, static_cast<std::size_t>(block_size_))});
+  }
   lru_remove(id);
   --num_cached_;
   auto [begin, end] = index_.equal_range(*b.hash);
@@ -150,7 +164,7 @@ void BlockPool::evict(BlockId id) {
   if (const SaltId* salt = std::get_if<SaltId>(&b.after)) unuse_salt(*salt);
   b.hash.reset();
   b.after = SaltId{};
-  ++b.generation;  // links to what it held no longer match it
+  b.content = {};  // links to what it held no longer match it
   free_.push_back(id);
   if (track_freed_) freed_.push_back(id);
   ++num_evictions_;
@@ -190,10 +204,15 @@ void BlockPool::check_index() const {
     indexed[static_cast<std::size_t>(id.value)] = true;
   }
   std::unordered_map<const std::string*, std::int64_t> first_blocks;  // salt -> its first blocks
+  std::unordered_set<std::uint64_t> contents;
   for (std::size_t i = 0; i < blocks_.size(); ++i) {
     const Block& b = blocks_[i];
     if (b.hash && !indexed[i])
       integrity_failure("a registered block is missing from the hash index",
+                        static_cast<std::int64_t>(i));
+    if (b.hash.has_value() != (b.content.value != 0) ||
+        (b.hash && !contents.insert(b.content.value).second))
+      integrity_failure("a registered block's content identity is missing or not unique",
                         static_cast<std::int64_t>(i));
     if (const SaltId* salt = std::get_if<SaltId>(&b.after); salt && b.hash)
       ++first_blocks[salt->name];

@@ -15,6 +15,7 @@
 
 #include <compare>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -35,23 +36,34 @@ struct BlockId {
   friend auto operator<=>(BlockId, BlockId) = default;
 };
 
-// A block as a chain link: its id and the generation of its contents. A block's generation
-// advances whenever its registration ends (eviction), so a link to its old contents never
-// matches what it holds next.
-struct BlockRef {
-  BlockId id;
-  std::uint64_t generation = 0;
-  friend bool operator==(const BlockRef&, const BlockRef&) = default;
+// The identity of a registered block's contents as a chain link: assigned when the contents
+// are first registered (never 0, never reused), and kept when they move between tiers (the
+// device pool, the host tier) so that a child's link to its parent holds wherever either is.
+// Once contents are dropped from every tier their id is gone, so a link to them never matches
+// whatever a block holds next.
+struct ContentId {
+  std::uint64_t value = 0;
+  friend auto operator<=>(ContentId, ContentId) = default;
 };
 
 // What a block's K/V was computed after: the block before it in its chain, or, for the first
 // block of a sequence, nothing but the request's cache salt.
 struct ChainLink {
-  std::optional<BlockRef> parent;  // nullopt: a first block
-  std::string_view salt;           // a first block's cache salt (ignored when parent is set)
+  std::optional<ContentId> parent;  // nullopt: a first block
+  std::string_view salt;            // a first block's cache salt (ignored when parent is set)
 
   static ChainLink first(std::string_view salt) { return {std::nullopt, salt}; }
-  static ChainLink after(BlockRef parent) { return {parent, {}}; }
+  static ChainLink after(ContentId parent) { return {parent, {}}; }
+};
+
+// A registered block as eviction ends its registration: what a lower tier needs to keep it.
+// Valid during the call only.
+struct EvictedBlock {
+  BlockId id;
+  BlockHash hash;
+  ContentId content;
+  ChainLink link;
+  std::span<const TokenId> tokens;
 };
 
 class BlockPool {
@@ -69,8 +81,9 @@ class BlockPool {
   std::int32_t ref_count(BlockId id) const { return at(id).ref_count; }
   bool is_cached(BlockId id) const { return at(id).ref_count == 0 && at(id).hash.has_value(); }
   const std::optional<BlockHash>& hash(BlockId id) const { return at(id).hash; }
-  // `id` as a link for the block after it.
-  BlockRef ref_of(BlockId id) const { return {id, at(id).generation}; }
+  // The contents of a registered block, as a link for the block after it (ContentId{} for an
+  // unregistered one, which no block links to).
+  ContentId content_of(BlockId id) const { return at(id).content; }
 
   // The registered block with this hash, these tokens and this link: exact, whatever the
   // hash. Does not change anything.
@@ -89,9 +102,16 @@ class BlockPool {
   void release(std::span<const BlockId> chain);
   // Makes an in-use block findable by its content: `hash`, `link` and `tokens`. Returns the
   // block that holds this content in the cache now: `id`, or an identical block (same hash,
-  // tokens and link) registered before it, in which case `id` stays unregistered.
+  // tokens and link) registered before it, in which case `id` stays unregistered. `content`:
+  // the identity these contents already have in another tier (a block loaded from the host
+  // tier, or computed again while the host tier holds it); ContentId{}: a new one.
   BlockId register_block(BlockId id, const BlockHash& hash, const ChainLink& link,
-                         std::span<const TokenId> tokens);
+                         std::span<const TokenId> tokens, ContentId content = {});
+  // Called with each block eviction is about to drop, before anything is changed (the
+  // host tier keeps it). The callback must not call back into the pool.
+  void set_on_evict(std::function<void(const EvictedBlock&)> on_evict) {
+    on_evict_ = std::move(on_evict);
+  }
 
   // Debugging aid for poisoned K/V: while on, every block that joins the free stack (a
   // released unregistered block, an evicted one) is also recorded, for take_freed().
@@ -115,10 +135,10 @@ class BlockPool {
   };
   struct Block {
     std::int32_t ref_count = 0;
-    std::uint64_t generation = 0;
-    std::optional<BlockHash> hash;         // set while registered
-    std::variant<SaltId, BlockRef> after;  // what its K/V follows, while registered
-    std::int32_t lru_prev = -1;            // intrusive LRU links (block indices, -1: none)
+    ContentId content;                      // while registered
+    std::optional<BlockHash> hash;          // set while registered
+    std::variant<SaltId, ContentId> after;  // what its K/V follows, while registered
+    std::int32_t lru_prev = -1;             // intrusive LRU links (block indices, -1: none)
     std::int32_t lru_next = -1;
   };
   struct SaltHasher {
@@ -152,6 +172,8 @@ class BlockPool {
   std::unordered_map<std::string, std::int64_t, SaltHasher, std::equal_to<>> salts_;
   bool track_freed_ = false;
   std::vector<BlockId> freed_;
+  std::uint64_t next_content_ = 1;
+  std::function<void(const EvictedBlock&)> on_evict_;
 };
 
 }  // namespace cachet::kv

@@ -1,12 +1,32 @@
 #include "kv/kv_cache_manager.h"
 
 #include <algorithm>
+#include <utility>
+
+#include "cachet/errors.h"
 
 namespace cachet::kv {
 
 KvCacheManager::KvCacheManager(std::int64_t num_blocks, std::int32_t block_size,
-                               bool enable_caching)
-    : block_size_(block_size), enable_caching_(enable_caching), pool_(num_blocks, block_size) {}
+                               bool enable_caching, std::int64_t host_slots)
+    : block_size_(block_size),
+      enable_caching_(enable_caching),
+      pool_(num_blocks, block_size),
+      host_(enable_caching ? host_slots : 0, block_size) {
+  if (host_.num_slots() > 0)
+    pool_.set_on_evict([this](const EvictedBlock& block) { demote(block); });
+}
+
+ChainLink KvCacheManager::link_at(std::size_t index, const SeqBlocks& seq, ContentId parent) {
+  return index == 0 ? ChainLink::first(seq.salt) : ChainLink::after(parent);
+}
+
+void KvCacheManager::demote(const EvictedBlock& block) {
+  if (auto slot = host_.store(block)) {
+    pending_.saves.push_back({block.id, *slot});
+    ++host_counters_.blocks_stored;
+  }
+}
 
 void KvCacheManager::update_hashes(SeqBlocks& seq, std::span<const TokenId> tokens) const {
   const std::size_t full = tokens.size() / static_cast<std::size_t>(block_size_);
@@ -24,17 +44,27 @@ PrefixMatch KvCacheManager::match(const SeqBlocks& seq, std::span<const TokenId>
   if (!enable_caching_) return m;
   const std::size_t limit =
       std::min(seq.hashes.size(), static_cast<std::size_t>(std::max(0, max_tokens) / block_size_));
-  for (std::size_t i = 0; i < limit; ++i) {
+  // Transitive: block i must have been computed after the very contents matched at i - 1,
+  // whichever tier holds them.
+  ContentId parent;
+  std::size_t i = 0;
+  for (; i < limit; ++i) {
     auto block = tokens.subspan(i * static_cast<std::size_t>(block_size_),
                                 static_cast<std::size_t>(block_size_));
-    // Transitive: block i must have been computed after the very block matched at i - 1.
-    const ChainLink link =
-        i == 0 ? ChainLink::first(seq.salt) : ChainLink::after(pool_.ref_of(m.blocks.back()));
-    auto id = pool_.lookup(seq.hashes[i], link, block);
+    auto id = pool_.lookup(seq.hashes[i], link_at(i, seq, parent), block);
     if (!id) break;
     m.blocks.push_back(*id);
+    parent = pool_.content_of(*id);
   }
-  m.num_tokens = static_cast<std::int32_t>(m.blocks.size()) * block_size_;
+  for (; i < limit && host_.num_used() > 0; ++i) {
+    auto block = tokens.subspan(i * static_cast<std::size_t>(block_size_),
+                                static_cast<std::size_t>(block_size_));
+    auto slot = host_.lookup(seq.hashes[i], link_at(i, seq, parent), block);
+    if (!slot) break;
+    m.host_slots.push_back(*slot);
+    parent = host_.content(*slot);
+  }
+  m.num_tokens = static_cast<std::int32_t>(i) * block_size_;
   return m;
 }
 
@@ -55,11 +85,52 @@ bool KvCacheManager::admit(SeqBlocks& seq, const PrefixMatch& match, std::int32_
                                             [&](BlockId id) { return pool_.is_cached(id); });
   if (fresh > pool_.num_allocatable() - taken_from_lru) return false;
   for (BlockId id : match.blocks) pool_.ref(id);
+  // Held first: the evictions allocate() makes demote blocks into the tier, which must not
+  // evict the entries about to be loaded.
+  for (std::int64_t slot : match.host_slots) host_.hold(slot);
   auto blocks = pool_.allocate(fresh);  // cannot fail: checked above
   seq.blocks = match.blocks;
   seq.blocks.insert(seq.blocks.end(), blocks->begin(), blocks->end());
-  seq.num_registered = static_cast<std::int32_t>(match.blocks.size());
+  for (std::size_t k = 0; k < match.host_slots.size(); ++k)
+    promote(seq, match.blocks.size() + k, match.host_slots[k]);
+  seq.num_registered = static_cast<std::int32_t>(match.blocks.size() + match.host_slots.size());
+  host_counters_.hit_blocks += static_cast<std::int64_t>(match.host_slots.size());
   return true;
+}
+
+void KvCacheManager::promote(SeqBlocks& seq, std::size_t index, std::int64_t slot) {
+  const ContentId parent = index == 0 ? ContentId{} : pool_.content_of(seq.blocks[index - 1]);
+  const BlockId own = seq.blocks[index];
+  const BlockId held = pool_.register_block(own, host_.hash(slot), link_at(index, seq, parent),
+                                            host_.tokens(slot), host_.content(slot));
+  if (held != own) {
+    // Not reached while match() looks in the device pool first; kept exact all the same.
+    share(seq, index, held);
+    host_.release_hold(slot);
+    return;
+  }
+  pending_.loads.push_back({own, slot});
+  ++host_counters_.blocks_loaded;
+}
+
+void KvCacheManager::share(SeqBlocks& seq, std::size_t index, BlockId held) {
+  pool_.ref(held);
+  pool_.release(std::span<const BlockId>(&seq.blocks[index], 1));
+  seq.blocks[index] = held;
+}
+
+Transfers KvCacheManager::take_transfers() {
+  Transfers out = std::exchange(pending_, {});
+  for (const BlockTransfer& t : out.loads) host_.release_hold(t.host_slot);
+  return out;
+}
+
+void KvCacheManager::check_integrity(std::span<const std::vector<BlockId>* const> tables) const {
+  pool_.check_integrity(tables);
+  host_.check_integrity();
+  if (!pending_.empty())
+    throw Error(ErrorCode::kInternal,
+                "KV host tier integrity violated: block copies left pending after a step");
 }
 
 bool KvCacheManager::grow(SeqBlocks& seq, std::int32_t total_tokens) {
@@ -79,15 +150,15 @@ void KvCacheManager::commit(SeqBlocks& seq, std::span<const TokenId> tokens,
     const auto at = static_cast<std::size_t>(i);
     auto block = tokens.subspan(at * block_size_, static_cast<std::size_t>(block_size_));
     const ChainLink link =
-        i == 0 ? ChainLink::first(seq.salt) : ChainLink::after(pool_.ref_of(seq.blocks[at - 1]));
-    BlockId& own = seq.blocks[at];
-    const BlockId held = pool_.register_block(own, seq.hashes[at], link, block);
-    if (held != own) {
-      // Another sequence computed the same content first: share its block, free this copy.
-      pool_.ref(held);
-      pool_.release(std::span<const BlockId>(&own, 1));
-      own = held;
-    }
+        link_at(at, seq, at == 0 ? ContentId{} : pool_.content_of(seq.blocks[at - 1]));
+    // Contents the host tier holds too keep the identity they have there, so the two copies
+    // stay one: the tier's children still follow this block, and demoting it copies nothing.
+    const auto in_host = host_.lookup(seq.hashes[at], link, block);
+    const BlockId own = seq.blocks[at];
+    const BlockId held = pool_.register_block(own, seq.hashes[at], link, block,
+                                              in_host ? host_.content(*in_host) : ContentId{});
+    // Another sequence computed the same content first: share its block, free this copy.
+    if (held != own) share(seq, at, held);
   }
   seq.num_registered = std::max(seq.num_registered, full);
 }

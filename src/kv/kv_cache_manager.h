@@ -7,6 +7,12 @@
 // A committed block whose content another block already holds in the cache (the same
 // prefix computed twice at once) is replaced in the table by that block and freed, so the
 // table's registered part is always registered blocks, each computed after the one before.
+//
+// With a host tier (host_slots > 0), a block the device pool evicts is demoted: the tier
+// takes a copy, and a later match continues from the device pool into the tier as one
+// longest-prefix match. Admission loads matched host blocks into fresh device blocks,
+// registered at once under their old identity. The copies themselves are the backend's:
+// take_transfers() hands them over, to run before the next forward pass (saves first).
 #pragma once
 
 #include <cstdint>
@@ -16,6 +22,7 @@
 
 #include "kv/block_hash.h"
 #include "kv/block_pool.h"
+#include "kv/host_tier.h"
 
 namespace cachet::kv {
 
@@ -27,15 +34,42 @@ struct SeqBlocks {
   std::int32_t num_registered = 0;
 };
 
-// The longest cached prefix of a sequence, found without changing anything.
+// The longest cached prefix of a sequence, found without changing anything: device blocks
+// first, then the host tier's entries that continue the chain.
 struct PrefixMatch {
-  std::vector<BlockId> blocks;  // cached blocks, in chain order
-  std::int32_t num_tokens = 0;  // blocks.size() * block_size
+  std::vector<BlockId> blocks;           // cached device blocks, in chain order
+  std::vector<std::int64_t> host_slots;  // then host-tier entries, in chain order
+  std::int32_t num_tokens = 0;           // (blocks.size() + host_slots.size()) * block_size
+};
+
+// A copy of one block's K/V (every layer) between the device pool and the host tier.
+struct BlockTransfer {
+  BlockId device;
+  std::int64_t host_slot = 0;
+};
+
+// The copies the backend must run before the next forward pass: every save, then every load
+// (a block evicted and loaded again in the same step is saved before it is read).
+struct Transfers {
+  std::vector<BlockTransfer> saves;  // device -> host: demoted blocks
+  std::vector<BlockTransfer> loads;  // host -> device: matched host blocks
+  bool empty() const { return saves.empty() && loads.empty(); }
+};
+
+// Host-tier traffic since the engine started.
+struct HostTierCounters {
+  std::int64_t blocks_stored = 0;  // demoted blocks copied to the host tier
+  std::int64_t blocks_loaded = 0;  // host blocks copied back to the device
+  std::int64_t hit_blocks = 0;     // prefix blocks matched in the host tier (counted at admission)
 };
 
 class KvCacheManager {
  public:
-  KvCacheManager(std::int64_t num_blocks, std::int32_t block_size, bool enable_caching);
+  // `host_slots`: blocks of host tier (0: none; ignored when caching is off).
+  KvCacheManager(std::int64_t num_blocks, std::int32_t block_size, bool enable_caching,
+                 std::int64_t host_slots = 0);
+  KvCacheManager(const KvCacheManager&) = delete;  // the pool's eviction hook points here
+  KvCacheManager& operator=(const KvCacheManager&) = delete;
 
   std::int32_t block_size() const { return block_size_; }
   bool caching_enabled() const { return enable_caching_; }
@@ -49,8 +83,9 @@ class KvCacheManager {
   PrefixMatch match(const SeqBlocks& seq, std::span<const TokenId> tokens,
                     std::int32_t max_tokens) const;
   // For a sequence that holds no blocks: takes the matched blocks and allocates fresh ones
-  // so the table covers `total_tokens`. False, with nothing changed, when too few blocks
-  // are free or evictable.
+  // so the table covers `total_tokens`; matched host blocks get fresh device blocks,
+  // registered now and loaded by the next take_transfers(). False, with nothing changed,
+  // when too few blocks are free or evictable.
   bool admit(SeqBlocks& seq, const PrefixMatch& match, std::int32_t total_tokens);
   // Grows the table of a sequence to cover `total_tokens`; false and no change if it can't.
   bool grow(SeqBlocks& seq, std::int32_t total_tokens);
@@ -60,19 +95,34 @@ class KvCacheManager {
   void commit(SeqBlocks& seq, std::span<const TokenId> tokens, std::int32_t num_computed);
   // Releases the sequence's blocks: registered ones stay cached, the rest are freed.
   void free(SeqBlocks& seq);
+  // The copies queued since the last call; the entries they load from stop being held.
+  Transfers take_transfers();
+
+  const HostTier& host_tier() const { return host_; }
+  const HostTierCounters& host_counters() const { return host_counters_; }
 
   // How many blocks a table covering `total_tokens` needs beyond what `seq` holds.
   std::int64_t blocks_needed(const SeqBlocks& seq, std::int32_t total_tokens) const;
-  void check_integrity(std::span<const std::vector<BlockId>* const> tables) const {
-    pool_.check_integrity(tables);
-  }
+  // The pool's and the host tier's integrity checks; also that no copy is pending (call
+  // between steps, after take_transfers()).
+  void check_integrity(std::span<const std::vector<BlockId>* const> tables) const;
 
  private:
   std::int64_t blocks_for(std::int32_t tokens) const;  // ceil(tokens / block_size)
+  // The link of the block at `index` of a chain whose blocks before it are `parent`.
+  static ChainLink link_at(std::size_t index, const SeqBlocks& seq, ContentId parent);
+  void demote(const EvictedBlock& block);
+  // Registers the host block matched at `index` in the fresh device block there.
+  void promote(SeqBlocks& seq, std::size_t index, std::int64_t slot);
+  // seq.blocks[index] is unregistered and `held` holds its contents: share `held` instead.
+  void share(SeqBlocks& seq, std::size_t index, BlockId held);
 
   std::int32_t block_size_;
   bool enable_caching_;
   BlockPool pool_;
+  HostTier host_;
+  Transfers pending_;
+  HostTierCounters host_counters_;
 };
 
 }  // namespace cachet::kv

@@ -408,7 +408,8 @@ std::string failure(const std::vector<const RunResult*>& runs, std::optional<boo
     if (first) return fmt::format("{} request(s) failed; the first: {}", failed, first->error);
   }
   if (identical && !*identical)
-    return "the outputs with the prefix cache on and off differ (they must be identical)";
+    return "the outputs of the two runs differ (they must be identical: the cache and its tiers "
+           "never change what a request produces)";
   return {};
 }
 

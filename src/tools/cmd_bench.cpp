@@ -24,6 +24,7 @@ struct BenchServeArgs {
   bench::WorkloadSpec spec;
   float temperature = 0.0f;
   bool compare_cache = false;
+  bool compare_host_tier = false;
   std::string json_path;
 };
 
@@ -113,6 +114,10 @@ json run_json(const bench::RunResult& run, const bench::RunMetrics& m,
           {"peak_blocks_in_use", s.peak_blocks_in_use},
           {"evictions", s.evictions},
           {"preemptions", s.preemptions},
+          {"host_hit_tokens", s.prefix_cache_host_hit_tokens},
+          {"host_blocks_stored", s.host_blocks_stored},
+          {"host_blocks_loaded", s.host_blocks_loaded},
+          {"host_evictions", s.host_evictions},
           {"num_requests", m.num_requests},
           {"num_failed", m.num_failed},
           {"prompt_tokens", m.prompt_tokens},
@@ -130,17 +135,38 @@ std::optional<double> ratio(double a, double b) {
 json optional_json(std::optional<double> v) { return v ? json(*v) : json(nullptr); }
 
 struct RunReport {
+  std::string label;  // the table's column: "cache on", "cache off", "host tier", "no host tier"
+  std::int64_t host_tier_blocks = 0;
   bench::RunResult result;
   bench::RunMetrics metrics;
   bench::ExpectedHits expected;
 };
 
+// One run of the workload: an engine configuration and its column's label.
+struct RunMode {
+  std::string label;
+  bool caching = true;
+  std::int64_t host_kv_cache_bytes = 0;
+};
+
+std::vector<RunMode> run_modes(const BenchServeArgs& a, const EngineConfig& base) {
+  if (a.compare_cache)
+    return {{"cache on", true, base.host_kv_cache_bytes}, {"cache off", false, 0}};
+  if (a.compare_host_tier) {
+    if (base.host_kv_cache_bytes <= 0)
+      throw Error(ErrorCode::kInvalidArgument,
+                  "--compare-host-tier needs a host tier: set --host-kv-cache-mib");
+    return {{"host tier", true, base.host_kv_cache_bytes}, {"no host tier", true, 0}};
+  }
+  return {{base.enable_prefix_caching ? "cache on" : "cache off", base.enable_prefix_caching,
+           base.host_kv_cache_bytes}};
+}
+
 void print_table(const std::vector<RunReport>& runs) {
   const bool compare = runs.size() == 2;
   fmt::print("{:<26}", "");
-  for (const RunReport& r : runs)
-    fmt::print("{:>14}", r.result.prefix_caching ? "cache on" : "cache off");
-  if (compare) fmt::print("{:>14}", "cache gain");
+  for (const RunReport& r : runs) fmt::print("{:>14}", r.label);
+  if (compare) fmt::print("{:>14}", "gain");
   fmt::print("\n");
   // `lower_is_better` rows compare off/on, the others on/off: a gain > 1 favours the cache.
   const auto row = [&](const char* name, auto value, bool lower_is_better, const char* format) {
@@ -195,6 +221,17 @@ void print_table(const std::vector<RunReport>& runs) {
   plain("evictions / preemptions", [](R r) {
     return fmt::format("{} / {}", r.result.stats.evictions, r.result.stats.preemptions);
   });
+  if (std::any_of(runs.begin(), runs.end(), [](R r) { return r.host_tier_blocks > 0; })) {
+    plain("hit tokens: device / host", [](R r) {
+      const EngineStats& s = r.result.stats;
+      return fmt::format("{} / {}", s.prefix_cache_hit_tokens - s.prefix_cache_host_hit_tokens,
+                         s.prefix_cache_host_hit_tokens);
+    });
+    plain("host blocks stored / loaded", [](R r) {
+      return fmt::format("{} / {}", r.result.stats.host_blocks_stored,
+                         r.result.stats.host_blocks_loaded);
+    });
+  }
   plain("requests (failed)",
         [](R r) { return fmt::format("{} ({})", r.metrics.num_requests, r.metrics.num_failed); });
 }
@@ -261,6 +298,11 @@ Runner add_bench_command(CLI::App& app) {
       cmd->add_flag("--compare-cache", a->compare_cache,
                     "Run the workload twice, prefix cache on then off, and compare (outputs too)");
   compare->excludes(cmd->get_option("--no-prefix-cache"));
+  cmd->add_flag("--compare-host-tier", a->compare_host_tier,
+                "Run the workload twice, with the host tier (--host-kv-cache-mib) then without, "
+                "and compare (outputs too)")
+      ->excludes(compare)
+      ->excludes(cmd->get_option("--no-prefix-cache"));
   cmd->add_option("--json", a->json_path, "Also write the results as JSON to this file");
 
   return [a] {
@@ -268,15 +310,16 @@ Runner add_bench_command(CLI::App& app) {
     SamplingParams params;
     params.temperature = a->temperature;
     const EngineConfig base = engine_config(a->engine);
-    std::vector<bool> modes = {base.enable_prefix_caching};
-    if (a->compare_cache) modes = {true, false};
+    const std::vector<RunMode> modes = run_modes(*a, base);
 
     std::optional<bench::Workload> workload;
     std::optional<EngineInfo> info;
     std::vector<RunReport> runs;
-    for (bool caching : modes) {
+    for (const RunMode& mode : modes) {
+      const bool caching = mode.caching;
       EngineConfig config = base;
       config.enable_prefix_caching = caching;
+      config.host_kv_cache_bytes = mode.host_kv_cache_bytes;
       // One engine at a time: the second is built after the first is gone, so they never
       // compete for memory or cores.
       Engine engine(config);
@@ -285,12 +328,14 @@ Runner add_bench_command(CLI::App& app) {
         workload = bench::make_workload(a->spec, info->vocab_size, info->max_model_len);
       }
       RunReport r;
-      r.result = bench::run_workload(engine, *workload, params,
-                                     progress_bar(caching ? "cache on" : "cache off"));
+      r.label = mode.label;
+      r.host_tier_blocks = engine.info().num_host_kv_blocks;
+      r.result = bench::run_workload(engine, *workload, params, progress_bar(mode.label.c_str()));
       r.metrics = bench::compute_metrics(r.result);
       r.expected = bench::expected_hits(a->spec, info->block_size);
       if (!caching) r.expected.hit_tokens = 0;  // the same queries, nothing cached
-      if (caching && (r.result.stats.evictions > 0 || r.result.stats.preemptions > 0))
+      if (caching && r.host_tier_blocks == 0 &&
+          (r.result.stats.evictions > 0 || r.result.stats.preemptions > 0))
         fmt::print(stderr,
                    "cachet: warning: {} evictions and {} preemptions with the prefix cache on: "
                    "the expected hit rate assumes none (a larger --kv-cache-mib avoids them)\n",
@@ -302,14 +347,18 @@ Runner add_bench_command(CLI::App& app) {
     if (runs.size() == 2) identical = bench::same_outputs(runs[0].result, runs[1].result);
 
     fmt::print("cachet bench serve: {}\n", describe(a->spec));
-    fmt::print("model {} ({}) on {}, {} threads, block size {}, {} KV blocks\n\n", base.model_dir,
+    fmt::print("model {} ({}) on {}, {} threads, block size {}, {} KV blocks", base.model_dir,
                info->architecture, info->backend, info->num_threads, info->block_size,
                info->num_kv_blocks);
+    if (runs[0].host_tier_blocks > 0)
+      fmt::print(", host tier {} blocks ({:.1f} MiB)", runs[0].host_tier_blocks,
+                 base.host_kv_cache_bytes / 1048576.0);
+    fmt::print("\n\n");
     print_table(runs);
     if (identical) {
-      fmt::print("\ncache gain: off/on for times, on/off for rates\n");
-      fmt::print("outputs identical (cache on vs off, request by request): {}\n",
-                 *identical ? "yes" : "NO");
+      fmt::print("\ngain: {0}/{1} for times, {1}/{0} for rates\n", runs[1].label, runs[0].label);
+      fmt::print("outputs identical ({} vs {}, request by request): {}\n", runs[0].label,
+                 runs[1].label, *identical ? "yes" : "NO");
     }
     std::fflush(stdout);
 
@@ -321,6 +370,7 @@ Runner add_bench_command(CLI::App& app) {
                 {"engine",
                  {{"block_size", info->block_size},
                   {"num_kv_blocks", info->num_kv_blocks},
+                  {"num_host_kv_blocks", runs[0].host_tier_blocks},
                   {"max_num_seqs", info->max_num_seqs},
                   {"max_num_batched_tokens", info->max_num_batched_tokens},
                   {"num_threads", info->num_threads},

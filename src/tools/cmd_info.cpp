@@ -25,6 +25,8 @@ Runner add_info_command(CLI::App& app) {
                         {"block_size", i.block_size},
                         {"num_kv_blocks", i.num_kv_blocks},
                         {"kv_cache_bytes", i.kv_cache_bytes},
+                        {"num_host_kv_blocks", i.num_host_kv_blocks},
+                        {"host_kv_cache_bytes", i.host_kv_cache_bytes},
                         {"max_model_len", i.max_model_len},
                         {"max_num_seqs", i.max_num_seqs},
                         {"max_num_batched_tokens", i.max_num_batched_tokens},

@@ -38,6 +38,10 @@ void add_engine_flags(CLI::App& cmd, EngineFlags& f) {
   cmd.add_option("--num-kv-blocks", f.config.num_kv_blocks,
                  "Number of KV blocks (overrides the byte budget)");
   cmd.add_flag("--no-prefix-cache", f.no_prefix_cache, "Disable automatic prefix caching");
+  cmd.add_option("--host-kv-cache-mib", f.host_kv_cache_mib,
+                 "Host-memory tier of the prefix cache in MiB: blocks the KV cache evicts are "
+                 "kept there and loaded back for a later hit (0 = off)")
+      ->capture_default_str();
   cmd.add_flag("--no-mmap", f.no_mmap,
                "Read the weight files into memory instead of memory-mapping them");
   cmd.add_option("--schedule", f.schedule, "fcfs | cache-aware")
@@ -63,6 +67,11 @@ EngineConfig engine_config(const EngineFlags& f) {
   if (f.kv_cache_mib < 0 || f.kv_cache_mib > kMaxMib)
     throw Error(ErrorCode::kInvalidArgument,
                 fmt::format("--kv-cache-mib must be in [0, {}], got {}", kMaxMib, f.kv_cache_mib));
+  if (f.host_kv_cache_mib < 0 || f.host_kv_cache_mib > kMaxMib)
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("--host-kv-cache-mib must be in [0, {}], got {}", kMaxMib,
+                            f.host_kv_cache_mib));
+  c.host_kv_cache_bytes = f.host_kv_cache_mib << 20;
   c.device = f.device == "cpu" ? Device::kCpu : f.device == "cuda" ? Device::kCuda : Device::kAuto;
   c.kv_cache_bytes = f.kv_cache_bytes > 0 ? f.kv_cache_bytes : f.kv_cache_mib << 20;
   c.dtype = f.dtype == "fp16"   ? ComputeDType::kFloat16

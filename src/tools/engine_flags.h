@@ -15,6 +15,7 @@ struct EngineFlags {
   std::string device = "auto";
   std::int64_t kv_cache_bytes = 0;
   std::int64_t kv_cache_mib = 0;
+  std::int64_t host_kv_cache_mib = 0;
   std::string dtype = "auto";
   bool no_cuda_graphs = false;
   bool no_prefix_cache = false;

@@ -112,7 +112,33 @@ TEST_F(CliBenchTest, SharedPrefixCompareCacheMatchesTheExpectedHitRateAndOutputs
   EXPECT_GT(cmp["ttft_mean_ratio"].get<double>(), 1.0);
   EXPECT_THAT(table, HasSubstr("TTFT mean (ms)"));
   EXPECT_THAT(table, HasSubstr("expected hit rate"));
-  EXPECT_THAT(table, HasSubstr("outputs identical (cache on vs off, request by request): yes"));
+  EXPECT_THAT(table,
+              HasSubstr("outputs identical (cache on vs cache off, request by request): yes"));
+}
+
+// A KV cache far smaller than the conversations' working set: without a host tier, later
+// turns find their earlier blocks evicted; with one, they are loaded back, and every hit the
+// workload allows happens, with the same outputs.
+TEST_F(CliBenchTest, CompareHostTierRecoversTheHitsEvictionLoses) {
+  std::string table;
+  const json j = bench(
+      "--workload multi-turn --conversations 8 --turns 4 --user-len 7 --output-len 3 "
+      "--num-kv-blocks 16 --host-kv-cache-mib 4 --compare-host-tier",
+      &table);
+  ASSERT_EQ(j["runs"].size(), 2u);
+  const json& tier = j["runs"][0];
+  const json& none = j["runs"][1];
+  EXPECT_GT(j["engine"]["num_host_kv_blocks"].get<int>(), 0);
+  EXPECT_GT(tier["evictions"].get<int>(), 0);
+  expect_hits_as_expected(tier);
+  EXPECT_GT(tier["host_hit_tokens"].get<int>(), 0);
+  EXPECT_GT(tier["host_blocks_loaded"].get<int>(), 0);
+  EXPECT_LT(none["hit_tokens"].get<int>(), none["expected_hit_tokens"].get<int>());
+  EXPECT_EQ(none["host_hit_tokens"], 0);
+  EXPECT_EQ(j["comparison"]["outputs_identical"], true);
+  EXPECT_THAT(table, HasSubstr("hit tokens: device / host"));
+  EXPECT_THAT(table,
+              HasSubstr("outputs identical (host tier vs no host tier, request by request): yes"));
 }
 
 TEST_F(CliBenchTest, MultiTurnHitsWhatEarlierTurnsComputed) {

@@ -242,6 +242,38 @@ TEST(EngineFailure, AForwardPassFailingForOneStepFailsOnlyItsRequests) {
   EXPECT_EQ(out[0].token_ids.size(), 3u);
 }
 
+// Delegates to the real backend, but its copies from the host tier fail.
+class FailingLoads : public testing::ForwardingBackend {
+ public:
+  using ForwardingBackend::ForwardingBackend;
+  void load_blocks(std::span<const backend::HostCopy>) override {
+    throw std::runtime_error("pinned copy failed");
+  }
+};
+
+// A load that fails leaves registered blocks without their K/V: the engine fails as a whole
+// rather than serve them.
+TEST(EngineFailure, AFailedCopyFromTheHostTierFailsTheEngine) {
+  TinyModel m;
+  EngineConfig c = m.engine_config(4);
+  c.num_kv_blocks = 1;
+  const std::int64_t block_bytes = Engine(c).info().kv_cache_bytes;
+  c.num_kv_blocks = 8;
+  c.host_kv_cache_bytes = 32 * block_bytes;
+  Engine engine = engine::EngineTestAccess::make(c, [](std::unique_ptr<backend::Backend> inner) {
+    return std::make_unique<FailingLoads>(std::move(inner));
+  });
+  const auto a = prompt(1, 28, m.vocab()), b = prompt(2, 28, m.vocab());
+  EXPECT_EQ(engine.generate({a}, testing::greedy(3))[0].finish_reason, FinishReason::kLength);
+  EXPECT_EQ(engine.generate({b}, testing::greedy(3))[0].finish_reason, FinishReason::kLength);
+  const auto out = engine.generate({a}, testing::greedy(3));  // a's blocks are in the tier
+  EXPECT_EQ(out[0].finish_reason, FinishReason::kError);
+  EXPECT_THAT(out[0].error,
+              HasSubstr("copying KV blocks to or from the host tier failed: pinned copy failed"));
+  EXPECT_FALSE(engine.health().ok);
+  EXPECT_THROW(engine.generate({a}, testing::greedy(1)), Error);
+}
+
 TEST(EngineCallbacks, GenerateFromACallbackThrowsInsteadOfDeadlocking) {
   TinyModel m;
   Engine engine(m.engine_config());

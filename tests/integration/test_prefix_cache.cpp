@@ -818,5 +818,135 @@ TEST(PrefixCacheBatching, PreemptingADecodeAlreadyScheduledThisStepKeepsOutputsE
   expect_blocks_released(engine);
 }
 
+// ----------------------------------------------------------------------------------------
+// The host tier: blocks the KV cache evicts are copied to host memory and loaded back for a
+// later hit. Loaded blocks are the same bytes as computed ones, so outputs stay bit-identical
+// to cache-off; debug_poison_kv (on in every test engine) turns any block whose load did not
+// happen, or happened after a read, into a failed request.
+
+// A host tier holding `blocks` KV blocks of `m`'s shape.
+std::int64_t host_tier_bytes(const TinyModel& m, std::int32_t block_size, std::int64_t blocks) {
+  EngineConfig c = m.engine_config(block_size);
+  c.num_kv_blocks = 1;
+  const EngineInfo info = Engine(c).info();
+  return blocks * info.kv_cache_bytes;
+}
+
+TEST_P(PrefixCacheArchTest, HostTierUnderEvictionIsBitIdenticalToCacheOff) {
+  TinyModel m(GetParam());
+  for (std::int64_t host_blocks : {24, 400}) {
+    SCOPED_TRACE("host tier of " + std::to_string(host_blocks) + " blocks");
+    WorkloadOptions o;
+    o.num_waves = 6;
+    auto waves = make_workload(70 + host_blocks, m.vocab(), 4, o);
+    EngineConfig c = m.engine_config(4, true);
+    c.num_kv_blocks = 40;  // a wave's prompts together overflow it: evictions every wave
+    c.host_kv_cache_bytes = host_tier_bytes(m, 4, host_blocks);
+    Engine on(c);
+    EXPECT_EQ(on.info().num_host_kv_blocks, host_blocks);
+    Engine off(m.engine_config(4, false));
+    auto with_tier = run_workload(on, waves);
+    expect_same_outputs(with_tier, run_workload(off, waves));
+    const EngineStats s = on.stats();
+    EXPECT_GT(s.evictions, 0);
+    EXPECT_GT(s.host_blocks_stored, 0);
+    EXPECT_GT(s.host_blocks_loaded, 0) << "the tier must really have served hits";
+    EXPECT_GT(s.prefix_cache_host_hit_tokens, 0);
+    EXPECT_LE(s.prefix_cache_host_hit_tokens, s.prefix_cache_hit_tokens);
+    EXPECT_LE(s.host_blocks_used, host_blocks);
+    if (host_blocks == 24) {
+      EXPECT_GT(s.host_evictions, 0);
+    }
+    expect_blocks_released(on);
+  }
+}
+
+TEST(PrefixCacheHostTier, AnEvictedPrefixIsLoadedFromTheTierAndGivesTheSameOutput) {
+  TinyModel m(model::Arch::kQwen3);
+  const auto a = prompt(1600, 30, m.vocab());  // 7 full blocks of 4, then 2 tokens
+  const auto b = prompt(1601, 30, m.vocab());
+  EngineConfig c = m.engine_config(4);
+  c.num_kv_blocks = 8;  // 30 + 3 tokens fill all 8 blocks: b evicts every block of a
+  c.host_kv_cache_bytes = host_tier_bytes(m, 4, 32);
+  Engine engine(c);
+  const auto first = engine.generate({{a, greedy(3), {}}})[0];
+  engine.generate({{b, greedy(3), {}}});
+  EXPECT_EQ(engine.stats().prefix_cache_host_hit_tokens, 0);
+  const auto again = engine.generate({{a, greedy(3), {}}})[0];
+  EXPECT_EQ(diff(again, first), "");
+  EXPECT_EQ(again.num_cached_tokens, 28);
+  const EngineStats s = engine.stats();
+  EXPECT_EQ(s.prefix_cache_host_hit_tokens, 28) << "every hit came from the host tier";
+  EXPECT_EQ(s.host_blocks_loaded, 7);
+  // a's 8 full blocks (the last one ends in generated tokens), then b's when a came back.
+  EXPECT_EQ(s.host_blocks_stored, 16);
+  expect_blocks_released(engine);
+}
+
+TEST(PrefixCacheHostTier, ASaltIsolatesBlocksInTheTierToo) {
+  TinyModel m(model::Arch::kQwen2);
+  const auto a = prompt(1700, 26, m.vocab());  // 6 full blocks of 4
+  EngineConfig c = m.engine_config(4);
+  c.num_kv_blocks = 8;
+  c.host_kv_cache_bytes = host_tier_bytes(m, 4, 64);
+  Engine engine(c);
+  auto ask = [&](const std::vector<TokenId>& p, const std::string& salt) {
+    return engine.generate({{p, greedy(2), salt}})[0];
+  };
+  const auto a1 = ask(a, "tenant-a");
+  ask(prompt(1701, 26, m.vocab()), "tenant-a");  // evicts a's blocks into the tier
+  EXPECT_EQ(ask(a, "tenant-b").num_cached_tokens, 0) << "another salt misses in the tier";
+  EXPECT_EQ(ask(a, "").num_cached_tokens, 0);
+  ask(prompt(1702, 26, m.vocab()), "");  // the two misses' blocks go to the tier as well
+  const auto a2 = ask(a, "tenant-a");
+  EXPECT_EQ(a2.num_cached_tokens, 24);
+  EXPECT_EQ(diff(a2, a1), "");
+  EXPECT_GT(engine.stats().prefix_cache_host_hit_tokens, 0);
+  expect_blocks_released(engine);
+}
+
+// Preemption, eviction and loads in the same steps: outputs equal the requests run alone.
+TEST(PrefixCacheHostTier, RandomWorkloadsUnderMemoryPressureEqualAloneRuns) {
+  TinyModel m(model::Arch::kLlama);
+  for (std::uint64_t seed : {1, 2, 3}) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    WorkloadOptions o;
+    o.num_waves = 3;
+    o.requests_per_wave = 10;
+    auto waves = make_workload(4000 + seed, m.vocab(), 4, o);
+    for (auto& w : waves) w.together = true;
+    std::vector<Request> all;
+    for (const auto& w : waves) all.insert(all.end(), w.requests.begin(), w.requests.end());
+    EngineConfig c = m.engine_config(4);
+    c.num_kv_blocks = 30;
+    c.max_num_batched_tokens = 8 + 8 * static_cast<int>(seed);
+    c.host_kv_cache_bytes = host_tier_bytes(m, 4, 10 + 40 * static_cast<std::int64_t>(seed));
+    c.schedule_policy = seed == 2 ? SchedulePolicy::kCacheAware : SchedulePolicy::kFcfs;
+    Engine engine(c);
+    auto got = run_workload(engine, waves);
+    expect_same_outputs(got, alone_outputs(m, 4, all));
+    EXPECT_GT(engine.stats().host_blocks_loaded, 0);
+    expect_blocks_released(engine);
+  }
+}
+
+TEST(PrefixCacheHostTier, ATierThatHoldsNoBlockIsAClearError) {
+  TinyModel m(model::Arch::kQwen2);
+  EngineConfig c = m.engine_config(4);
+  c.host_kv_cache_bytes = 1;
+  try {
+    Engine engine(c);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("host_kv_cache_bytes"));
+  }
+  c.host_kv_cache_bytes = -1;
+  EXPECT_THROW(Engine{c}, Error);
+  c.host_kv_cache_bytes = std::int64_t{1} << 20;
+  c.enable_prefix_caching = false;
+  EXPECT_EQ(Engine(c).info().num_host_kv_blocks, 0) << "no tier without prefix caching";
+}
+
 }  // namespace
 }  // namespace cachet

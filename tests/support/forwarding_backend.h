@@ -23,6 +23,15 @@ class ForwardingBackend : public backend::Backend {
   void poison_blocks(std::span<const std::int32_t> blocks) override {
     inner_->poison_blocks(blocks);
   }
+  void allocate_host_tier(std::int64_t num_slots) override {
+    inner_->allocate_host_tier(num_slots);
+  }
+  void save_blocks(std::span<const backend::HostCopy> copies) override {
+    inner_->save_blocks(copies);
+  }
+  void load_blocks(std::span<const backend::HostCopy> copies) override {
+    inner_->load_blocks(copies);
+  }
   bool samples_on_device() const override { return inner_->samples_on_device(); }
   void forward_sample(const backend::ForwardBatch& batch,
                       const std::vector<backend::SampleSpec>& specs,

@@ -19,7 +19,7 @@ std::vector<TokenId> block_tokens(TokenId first) {
 
 // What block i of `chain` follows: the salt "" for the first, else block i - 1.
 ChainLink link_in(const BlockPool& pool, const std::vector<BlockId>& chain, std::size_t i) {
-  return i == 0 ? ChainLink::first("") : ChainLink::after(pool.ref_of(chain[i - 1]));
+  return i == 0 ? ChainLink::first("") : ChainLink::after(pool.content_of(chain[i - 1]));
 }
 
 // Registers `chain` (in use) as a chain of blocks whose tokens start at 100*i.
@@ -72,7 +72,7 @@ TEST(BlockPool, RegisteredBlocksStayCachedAndAreFoundExactly) {
   EXPECT_EQ(pool.num_cached(), 2);
   EXPECT_EQ(pool.num_free(), 2);
   pool.check_integrity({});
-  const ChainLink after0 = ChainLink::after(pool.ref_of(chain[0]));
+  const ChainLink after0 = ChainLink::after(pool.content_of(chain[0]));
   EXPECT_EQ(pool.lookup(hashes[0], ChainLink::first(""), block_tokens(0)), chain[0]);
   EXPECT_EQ(pool.lookup(hashes[1], after0, block_tokens(100)), chain[1]);
   // The right hash with other tokens, another parent or another salt is not a hit: a
@@ -80,8 +80,9 @@ TEST(BlockPool, RegisteredBlocksStayCachedAndAreFoundExactly) {
   EXPECT_FALSE(pool.lookup(hashes[0], ChainLink::first(""), block_tokens(1)).has_value());
   EXPECT_FALSE(pool.lookup(hashes[0], ChainLink::first("s"), block_tokens(0)).has_value());
   EXPECT_FALSE(pool.lookup(hashes[1], ChainLink::first(""), block_tokens(100)).has_value());
-  EXPECT_FALSE(pool.lookup(hashes[1], ChainLink::after(pool.ref_of(chain[1])), block_tokens(100))
-                   .has_value());
+  EXPECT_FALSE(
+      pool.lookup(hashes[1], ChainLink::after(pool.content_of(chain[1])), block_tokens(100))
+          .has_value());
   // A hit takes the block out of the LRU.
   pool.ref(chain[0]);
   EXPECT_EQ(pool.num_cached(), 1);
@@ -199,13 +200,13 @@ TEST(BlockPoolCollision, AChildIsFoundOnlyAfterTheVeryBlockItWasComputedAfter) {
   const BlockHash h{7, 7}, hz{9, 9};
   ASSERT_EQ(pool.register_block(y, h, ChainLink::first(""), block_tokens(10)), y);
   ASSERT_EQ(pool.register_block(x, h, ChainLink::first(""), block_tokens(20)), x);  // both held
-  ASSERT_EQ(pool.register_block(z, hz, ChainLink::after(pool.ref_of(x)), block_tokens(30)), z);
+  ASSERT_EQ(pool.register_block(z, hz, ChainLink::after(pool.content_of(x)), block_tokens(30)), z);
   pool.check_integrity(std::vector<const std::vector<BlockId>*>{&ids});
   EXPECT_EQ(pool.lookup(h, ChainLink::first(""), block_tokens(10)), y);
   EXPECT_EQ(pool.lookup(h, ChainLink::first(""), block_tokens(20)), x);
-  EXPECT_FALSE(pool.lookup(hz, ChainLink::after(pool.ref_of(y)), block_tokens(30)).has_value())
+  EXPECT_FALSE(pool.lookup(hz, ChainLink::after(pool.content_of(y)), block_tokens(30)).has_value())
       << "Z attended to X, not Y";
-  EXPECT_EQ(pool.lookup(hz, ChainLink::after(pool.ref_of(x)), block_tokens(30)), z);
+  EXPECT_EQ(pool.lookup(hz, ChainLink::after(pool.content_of(x)), block_tokens(30)), z);
 }
 
 // A block's link names its parent's contents, not its slot: once the parent is evicted and
@@ -214,16 +215,16 @@ TEST(BlockPoolCollision, AChildOfAnEvictedParentNeverMatchesTheSlotsNextContents
   BlockPool pool(2, kBlockSize);
   auto chain = *pool.allocate(2);
   register_chain(pool, chain);
-  const BlockRef old_parent = pool.ref_of(chain[0]);
+  const ContentId old_parent = pool.content_of(chain[0]);
   pool.release(std::vector<BlockId>{chain[0]});  // the parent alone becomes evictable
   auto reused = *pool.allocate(1);               // evicts it
   ASSERT_EQ(reused[0], chain[0]);
   const auto h0 = hash_first_block(block_tokens(0), "");
   ASSERT_EQ(pool.register_block(reused[0], h0, ChainLink::first(""), block_tokens(0)), reused[0]);
-  EXPECT_NE(pool.ref_of(reused[0]), old_parent);
+  EXPECT_NE(pool.content_of(reused[0]), old_parent);
   const auto h1 = hash_next_block(h0, block_tokens(100));
   EXPECT_FALSE(
-      pool.lookup(h1, ChainLink::after(pool.ref_of(reused[0])), block_tokens(100)).has_value());
+      pool.lookup(h1, ChainLink::after(pool.content_of(reused[0])), block_tokens(100)).has_value());
 }
 
 // The salt is compared itself, not through the first block's hash.

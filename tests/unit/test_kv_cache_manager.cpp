@@ -571,7 +571,7 @@ TEST(KvCacheManagerCollision, AForgedHashWithOtherContentNeverHits) {
   const BlockPool& pool = kv.pool();
   const std::span<const TokenId> all(t);
   const auto first = kv::ChainLink::first("");
-  const auto after = [&](BlockId id) { return kv::ChainLink::after(pool.ref_of(id)); };
+  const auto after = [&](BlockId id) { return kv::ChainLink::after(pool.content_of(id)); };
   // Right hash and parent: hit. Right hash, other tokens or another parent: no hit.
   EXPECT_EQ(pool.lookup(hashes[1], after(blocks[0]), all.subspan(4, 4)), blocks[1]);
   auto other = counting(4, 4);

@@ -56,6 +56,9 @@ class CpuBackend final : public Backend {
   std::int32_t vocab_size() const override { return config_.vocab_size; }
   void forward(const ForwardBatch& batch, std::vector<float>& logits) override;
   void poison_blocks(std::span<const std::int32_t> blocks) override;
+  void allocate_host_tier(std::int64_t num_slots) override;
+  void save_blocks(std::span<const HostCopy> copies) override { copy_blocks(copies, true); }
+  void load_blocks(std::span<const HostCopy> copies) override { copy_blocks(copies, false); }
 
   std::span<const float> pool(std::int32_t layer, bool value) const {
     const auto& pools = value ? v_pools_ : k_pools_;
@@ -85,6 +88,8 @@ class CpuBackend final : public Backend {
   cpu::WeightRows stack(std::initializer_list<const HostTensor*> parts, std::int64_t in_dim);
   void load_layers();
 
+  // Each copy's 2 x num_layers tiles (every layer's K, then every layer's V), in parallel.
+  void copy_blocks(std::span<const HostCopy> copies, bool to_host);
   void grow_scratch(std::int64_t num_tokens, std::int64_t num_logits);
   // q/k norm, RoPE, and the K/V write of every token of the batch at layer `l`.
   void prepare_qkv(const ForwardBatch& batch, std::int32_t l);
@@ -113,6 +118,10 @@ class CpuBackend final : public Backend {
   };
   std::vector<KvPool> k_pools_;  // [layers][num_blocks, kv_heads, block_size, head_dim]
   std::vector<KvPool> v_pools_;  // [layers][num_blocks, kv_heads, block_size, head_dim]
+  // The host tier: [slots][K of every layer, then V of every layer][kv_heads, block_size,
+  // head_dim]. A separate pool in the same memory, so that the tier's whole mechanism (what
+  // is demoted, matched and loaded) runs wherever the CPU backend does.
+  KvPool host_tier_;
 
   // Scratch, grown to the largest batch seen and reused.
   // Up to kQueryTile consecutive new tokens of one sequence, attended together.
@@ -268,6 +277,46 @@ void CpuBackend::poison_blocks(std::span<const std::int32_t> blocks) {
       }
     }
   }
+}
+
+void CpuBackend::allocate_host_tier(std::int64_t num_slots) {
+  const std::size_t tile =
+      static_cast<std::size_t>(kv_.num_kv_heads) * kv_.block_size * kv_.head_dim;
+  const std::size_t n = static_cast<std::size_t>(num_slots) * 2 * k_pools_.size() * tile;
+  auto* p = static_cast<float*>(std::calloc(std::max<std::size_t>(1, n), sizeof(float)));
+  if (p == nullptr)
+    fail_setup(ErrorCode::kOutOfMemory,
+               fmt::format("cannot allocate the KV cache's host tier: {} blocks of {} bytes",
+                           num_slots, 2 * k_pools_.size() * tile * sizeof(float)));
+  host_tier_ = {std::unique_ptr<float[], FreeDeleter>(p), n};
+}
+
+void CpuBackend::copy_blocks(std::span<const HostCopy> copies, bool to_host) {
+  const std::size_t tile =
+      static_cast<std::size_t>(kv_.num_kv_heads) * kv_.block_size * kv_.head_dim;
+  const std::size_t layers = k_pools_.size();
+  const std::size_t slots = host_tier_.size / std::max<std::size_t>(1, 2 * layers * tile);
+  for (const HostCopy& c : copies) {
+    if (c.block < 0 || c.block >= kv_.num_blocks || c.slot < 0 ||
+        static_cast<std::size_t>(c.slot) >= slots)
+      fail_setup(ErrorCode::kInvalidArgument,
+                 fmt::format("host tier copy: block {} or slot {} out of range", c.block, c.slot));
+  }
+  const auto tiles = static_cast<std::int64_t>(copies.size() * 2 * layers);
+  pool_.parallel_for(0, tiles, 4, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t t = begin; t < end; ++t) {
+      const HostCopy& c = copies[static_cast<std::size_t>(t) / (2 * layers)];
+      const std::size_t p = static_cast<std::size_t>(t) % (2 * layers);  // K0.., then V0..
+      float* device = (p < layers ? k_pools_[p] : v_pools_[p - layers]).data.get() +
+                      static_cast<std::size_t>(c.block) * tile;
+      float* host =
+          host_tier_.data.get() + (static_cast<std::size_t>(c.slot) * 2 * layers + p) * tile;
+      if (to_host)
+        std::memcpy(host, device, tile * sizeof(float));
+      else
+        std::memcpy(device, host, tile * sizeof(float));
+    }
+  });
 }
 
 void CpuBackend::grow_scratch(std::int64_t num_tokens, std::int64_t num_logits) {

@@ -15,6 +15,7 @@
 #include "backend/cuda/cuda_util.h"
 #include "backend/cuda/device_sampler.h"
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/host_kv_tier.h"
 #include "backend/cuda/weight_upload.h"
 #include "cachet/errors.h"
 #include "ops.h"
@@ -58,6 +59,13 @@ class CudaBackend final : public Backend {
   void forward(const ForwardBatch& batch, std::vector<float>& logits) override;
   bool samples_on_device() const override { return true; }
   void poison_blocks(std::span<const std::int32_t> blocks) override;
+  void allocate_host_tier(std::int64_t num_slots) override;
+  void save_blocks(std::span<const HostCopy> copies) override {
+    host_tier_.copy(copies, true, stream_.get());
+  }
+  void load_blocks(std::span<const HostCopy> copies) override {
+    host_tier_.copy(copies, false, stream_.get());
+  }
   void forward_sample(const ForwardBatch& batch, const std::vector<SampleSpec>& specs,
                       std::vector<SampledToken>& out) override;
 
@@ -146,6 +154,7 @@ class CudaBackend final : public Backend {
   const float* rope_sin_ = nullptr;
 
   DeviceBuffer kv_cache_;  // [layers][K, V][num_blocks, kv_heads, block_size, head_dim]
+  cuda::HostKvTier host_tier_;
   std::size_t kv_pool_elems_ = 0;
 
   // Activations for max_tokens_ tokens.
@@ -678,6 +687,13 @@ void CudaBackend::capture_graphs() {
     graphs_.push_back({b, splits, decltype(DecodeGraph::exec)(exec)});
   }
   plan_.num_graphs = static_cast<std::int32_t>(graphs_.size());
+}
+
+void CudaBackend::allocate_host_tier(std::int64_t num_slots) {
+  const std::size_t tile =
+      static_cast<std::size_t>(kv_.num_kv_heads) * kv_.block_size * kv_.head_dim * 2;
+  host_tier_ = cuda::HostKvTier(num_slots, {kv_cache_.as<char>(), kv_pool_elems_ * 2, tile,
+                                            2 * config_.num_layers, kv_.num_blocks});
 }
 
 void CudaBackend::poison_blocks(std::span<const std::int32_t> blocks) {

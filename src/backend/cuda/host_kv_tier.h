@@ -1,0 +1,43 @@
+// The CUDA backend's host-memory tier of the KV cache: pinned host slots, one KV block each,
+// and the copies between them and the device pools.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_util.h"
+
+namespace cachet::backend::cuda {
+
+// The device side of the copies: `num_pools` pools (every layer's K and V), each `pool_bytes`
+// after the one before from `base`, block b's tile at b * tile_bytes in each.
+struct KvPools {
+  char* base = nullptr;
+  std::size_t pool_bytes = 0;
+  std::size_t tile_bytes = 0;
+  std::int32_t num_pools = 0;
+  std::int64_t num_blocks = 0;
+};
+
+class HostKvTier {
+ public:
+  HostKvTier() = default;
+  // Pinned memory for `num_slots` blocks of `pools`' geometry; throws kOutOfMemory.
+  HostKvTier(std::int64_t num_slots, const KvPools& pools);
+
+  // Queues each copy on `stream` as one strided copy of the block's num_pools tiles, so they
+  // run in order with the forward passes queued there. Throws kInvalidArgument for a block or
+  // slot out of range (before queueing anything).
+  void copy(std::span<const HostCopy> copies, bool to_host, cudaStream_t stream) const;
+
+ private:
+  KvPools pools_;
+  std::int64_t num_slots_ = 0;
+  PinnedBuffer host_;  // [slots][num_pools][tile_bytes]
+};
+
+}  // namespace cachet::backend::cuda

@@ -1,0 +1,188 @@
+#include "kv/host_tier.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "cachet/errors.h"
+
+namespace cachet::kv {
+namespace {
+
+[[noreturn]] void integrity_failure(const char* what, std::int64_t slot) {
+  throw Error(ErrorCode::kInternal,
+              fmt::format("KV host tier integrity violated: {} (slot {})", what, slot));
+}
+
+}  // namespace
+
+HostTier::HostTier(std::int64_t num_slots, std::int32_t block_size)
+    : block_size_(block_size),
+      slots_(static_cast<std::size_t>(std::max<std::int64_t>(0, num_slots))),
+      tokens_(slots_.size() * static_cast<std::size_t>(block_size)) {
+  free_.reserve(slots_.size());
+  for (std::int64_t i = num_slots - 1; i >= 0; --i) free_.push_back(i);
+}
+
+const HostTier::Entry& HostTier::at(std::int64_t slot) const {
+  if (slot < 0 || slot >= num_slots()) integrity_failure("slot out of range", slot);
+  return slots_[static_cast<std::size_t>(slot)];
+}
+
+HostTier::Entry& HostTier::at(std::int64_t slot) {
+  return const_cast<Entry&>(std::as_const(*this).at(slot));
+}
+
+std::span<const TokenId> HostTier::tokens(std::int64_t slot) const {
+  at(slot);  // range check
+  return std::span<const TokenId>(tokens_).subspan(
+      static_cast<std::size_t>(slot) * static_cast<std::size_t>(block_size_),
+      static_cast<std::size_t>(block_size_));
+}
+
+bool HostTier::same_content(std::int64_t slot, const ChainLink& link,
+                            std::span<const TokenId> tokens) const {
+  const Entry& e = at(slot);
+  if (!e.used || e.parent != link.parent) return false;
+  if (!link.parent && e.salt != link.salt) return false;
+  const auto stored = this->tokens(slot);
+  return std::equal(tokens.begin(), tokens.end(), stored.begin(), stored.end());
+}
+
+std::optional<std::int64_t> HostTier::lookup(const BlockHash& hash, const ChainLink& link,
+                                             std::span<const TokenId> tokens) const {
+  auto [begin, end] = index_.equal_range(hash);
+  for (auto it = begin; it != end; ++it)
+    if (same_content(it->second, link, tokens)) return it->second;
+  return std::nullopt;
+}
+
+std::optional<std::int64_t> HostTier::store(const EvictedBlock& block) {
+  if (slots_.empty() || block.content.value == 0) return std::nullopt;
+  std::optional<std::int64_t> held;
+  if (auto it = by_content_.find(block.content.value); it != by_content_.end())
+    held = it->second;
+  else
+    held = lookup(block.hash, block.link, block.tokens);
+  if (held) {
+    if (at(*held).holds == 0) touch(*held);
+    return std::nullopt;
+  }
+  const auto slot = take_slot();
+  if (!slot) return std::nullopt;
+  Entry& e = at(*slot);
+  e.used = true;
+  e.hash = block.hash;
+  e.content = block.content;
+  e.parent = block.link.parent;
+  e.salt = block.link.parent ? std::string() : std::string(block.link.salt);
+  std::copy(block.tokens.begin(), block.tokens.end(),
+            tokens_.begin() + static_cast<std::ptrdiff_t>(*slot) * block_size_);
+  index_.emplace(block.hash, *slot);
+  by_content_.emplace(block.content.value, *slot);
+  lru_push_back(*slot);
+  return slot;
+}
+
+// A free slot, evicting the least recently used unheld entry when none is free.
+std::optional<std::int64_t> HostTier::take_slot() {
+  if (free_.empty()) {
+    if (lru_head_ < 0) return std::nullopt;  // every entry is held
+    drop(lru_head_);
+    ++num_evictions_;
+  }
+  const std::int64_t slot = free_.back();
+  free_.pop_back();
+  return slot;
+}
+
+void HostTier::drop(std::int64_t slot) {
+  Entry& e = at(slot);
+  lru_remove(slot);
+  auto [begin, end] = index_.equal_range(e.hash);
+  auto it = std::find_if(begin, end, [&](const auto& entry) { return entry.second == slot; });
+  if (it == end) integrity_failure("evicting an entry missing from the hash index", slot);
+  index_.erase(it);
+  by_content_.erase(e.content.value);
+  e = Entry{};
+  free_.push_back(slot);
+}
+
+void HostTier::touch(std::int64_t slot) {
+  if (!at(slot).used || at(slot).holds > 0)
+    integrity_failure("touching a free or held entry", slot);
+  lru_remove(slot);
+  lru_push_back(slot);
+}
+
+void HostTier::hold(std::int64_t slot) {
+  Entry& e = at(slot);
+  if (!e.used) integrity_failure("holding a free entry", slot);
+  if (e.holds++ == 0) lru_remove(slot);
+}
+
+void HostTier::release_hold(std::int64_t slot) {
+  Entry& e = at(slot);
+  if (!e.used || e.holds <= 0) integrity_failure("releasing an entry that is not held", slot);
+  if (--e.holds == 0) lru_push_back(slot);
+}
+
+void HostTier::lru_push_back(std::int64_t slot) {
+  Entry& e = at(slot);
+  e.lru_prev = lru_tail_;
+  e.lru_next = -1;
+  if (lru_tail_ >= 0)
+    at(lru_tail_).lru_next = slot;
+  else
+    lru_head_ = slot;
+  lru_tail_ = slot;
+}
+
+void HostTier::lru_remove(std::int64_t slot) {
+  Entry& e = at(slot);
+  if (e.lru_prev >= 0)
+    at(e.lru_prev).lru_next = e.lru_next;
+  else
+    lru_head_ = e.lru_next;
+  if (e.lru_next >= 0)
+    at(e.lru_next).lru_prev = e.lru_prev;
+  else
+    lru_tail_ = e.lru_prev;
+  e.lru_prev = e.lru_next = -1;
+}
+
+void HostTier::check_integrity() const {
+  const std::size_t n = slots_.size();
+  std::vector<bool> is_free(n, false), in_lru(n, false);
+  for (std::int64_t slot : free_) {
+    if (slot < 0 || slot >= num_slots() || is_free[static_cast<std::size_t>(slot)])
+      integrity_failure("free list holds a bad or repeated slot", slot);
+    is_free[static_cast<std::size_t>(slot)] = true;
+  }
+  for (std::int64_t i = lru_head_, prev = -1; i >= 0; prev = i, i = at(i).lru_next) {
+    if (in_lru[static_cast<std::size_t>(i)]) integrity_failure("an LRU cycle", i);
+    if (at(i).lru_prev != prev) integrity_failure("broken LRU back link", i);
+    in_lru[static_cast<std::size_t>(i)] = true;
+  }
+  std::size_t used = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const Entry& e = slots_[i];
+    const auto slot = static_cast<std::int64_t>(i);
+    if (e.used == is_free[i]) integrity_failure("a slot both used and free, or neither", slot);
+    if (in_lru[i] != (e.used && e.holds == 0))
+      integrity_failure("the LRU differs from the used, unheld entries", slot);
+    if (!e.used) continue;
+    ++used;
+    auto found = by_content_.find(e.content.value);
+    if (e.content.value == 0 || found == by_content_.end() || found->second != slot)
+      integrity_failure("the content index differs from an entry", slot);
+    auto [begin, end] = index_.equal_range(e.hash);
+    if (std::count_if(begin, end, [&](const auto& entry) { return entry.second == slot; }) != 1)
+      integrity_failure("the hash index differs from an entry", slot);
+  }
+  if (index_.size() != used || by_content_.size() != used)
+    integrity_failure("an index holds entries that are not used", -1);
+}
+
+}  // namespace cachet::kv

@@ -1,0 +1,86 @@
+// The host-memory tier of the prefix cache: bookkeeping of the blocks a backend keeps in host
+// memory after the device pool evicted them (EngineConfig::host_kv_cache_bytes). Free of
+// tensors: the backend owns the memory, slot s being its host block s.
+//
+// An entry is a copy of registered contents: their hash, tokens, link (the parent's ContentId,
+// or a first block's salt) and ContentId, so a hit here is as exact as one in the device pool
+// and a block loaded back keeps its identity (its children, in either tier, still link to
+// it). Entries are evicted least recently used first; an entry is held (not evictable) from
+// the moment a request takes it until the copy back to the device has run.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cachet/types.h"
+#include "kv/block_hash.h"
+#include "kv/block_pool.h"
+
+namespace cachet::kv {
+
+class HostTier {
+ public:
+  // `num_slots` may be 0: the tier is then off and stores nothing.
+  HostTier(std::int64_t num_slots, std::int32_t block_size);
+
+  std::int64_t num_slots() const { return static_cast<std::int64_t>(slots_.size()); }
+  std::int64_t num_used() const { return num_slots() - static_cast<std::int64_t>(free_.size()); }
+  std::int64_t num_evictions() const { return num_evictions_; }
+
+  // The entry holding these contents (same hash, link and tokens), exact whatever the hash.
+  std::optional<std::int64_t> lookup(const BlockHash& hash, const ChainLink& link,
+                                     std::span<const TokenId> tokens) const;
+  ContentId content(std::int64_t slot) const { return at(slot).content; }
+  const BlockHash& hash(std::int64_t slot) const { return at(slot).hash; }
+  std::span<const TokenId> tokens(std::int64_t slot) const;
+
+  // Takes a copy of `block`: the slot its bytes are to be copied into, or nullopt when there
+  // is nothing to copy: the tier already holds these contents (the entry becomes the most
+  // recently used), or every slot is held (the block is then dropped).
+  std::optional<std::int64_t> store(const EvictedBlock& block);
+  // Marks an entry most recently used (a hit).
+  void touch(std::int64_t slot);
+  // A request takes the entry: it is not evicted until release_hold().
+  void hold(std::int64_t slot);
+  void release_hold(std::int64_t slot);
+
+  // Throws Error(kInternal) naming the broken rule unless every slot is free or used exactly
+  // once, the LRU holds exactly the used unheld entries, and the hash and content indexes
+  // hold exactly the used entries.
+  void check_integrity() const;
+
+ private:
+  struct Entry {
+    bool used = false;
+    std::int32_t holds = 0;
+    BlockHash hash;
+    ContentId content;
+    std::optional<ContentId> parent;  // nullopt: a first block, computed after `salt`
+    std::string salt;
+    std::int64_t lru_prev = -1, lru_next = -1;
+  };
+
+  const Entry& at(std::int64_t slot) const;
+  Entry& at(std::int64_t slot);
+  bool same_content(std::int64_t slot, const ChainLink& link,
+                    std::span<const TokenId> tokens) const;
+  std::optional<std::int64_t> take_slot();
+  void drop(std::int64_t slot);
+  void lru_push_back(std::int64_t slot);
+  void lru_remove(std::int64_t slot);
+
+  std::int32_t block_size_;
+  std::vector<Entry> slots_;
+  std::vector<TokenId> tokens_;  // [num_slots, block_size]
+  std::vector<std::int64_t> free_;
+  std::int64_t lru_head_ = -1, lru_tail_ = -1;  // head: least recently used
+  std::unordered_multimap<BlockHash, std::int64_t, BlockHashHasher> index_;
+  std::unordered_map<std::uint64_t, std::int64_t> by_content_;
+  std::int64_t num_evictions_ = 0;
+};
+
+}  // namespace cachet::kv

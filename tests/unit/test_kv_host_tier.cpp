@@ -1,0 +1,464 @@
+// The prefix cache's host tier: HostTier's own bookkeeping (exact lookups, LRU, holds) and
+// KvCacheManager across the device pool and the tier (demotion on eviction, one match across
+// both, loads that keep a block's identity, salts). The randomized test moves a stand-in for
+// the K/V (the content each block should hold) exactly as the backend's copies would, and
+// checks after every step that each sequence's table reads the right content from every
+// block, whichever tier it came through.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cachet/errors.h"
+#include "kv/host_tier.h"
+#include "kv/kv_cache_manager.h"
+#include "support/kv_fuzz.h"
+
+namespace cachet {
+namespace {
+
+using kv::BlockHash;
+using kv::BlockId;
+using kv::ChainLink;
+using kv::ContentId;
+using kv::EvictedBlock;
+using kv::HostTier;
+using kv::KvCacheManager;
+using kv::PrefixMatch;
+using kv::SeqBlocks;
+using testing::chance;
+using testing::Key;
+using testing::key_of;
+using testing::uniform;
+using Tables = std::vector<const std::vector<BlockId>*>;
+
+constexpr std::int32_t kBs = 4;
+
+std::vector<TokenId> block_tokens(TokenId first) {
+  return {first, first + 1, first + 2, first + 3};
+}
+
+EvictedBlock evicted(std::uint64_t content, const std::vector<TokenId>& tokens,
+                     ChainLink link = ChainLink::first("")) {
+  const BlockHash h = link.parent ? kv::hash_next_block({link.parent->value, 0}, tokens)
+                                  : kv::hash_first_block(tokens, link.salt);
+  return {BlockId{0}, h, ContentId{content}, link, tokens};
+}
+
+// ---------------------------------------------------------------------------------------
+// HostTier alone.
+
+TEST(HostTier, FindsAnEntryOnlyByItsExactLinkSaltAndTokens) {
+  HostTier tier(4, kBs);
+  const auto a = block_tokens(10), b = block_tokens(20);
+  const EvictedBlock first = evicted(1, a, ChainLink::first("tenant"));
+  const EvictedBlock child = evicted(2, b, ChainLink::after(ContentId{1}));
+  const auto s1 = tier.store(first), s2 = tier.store(child);
+  ASSERT_TRUE(s1 && s2);
+  tier.check_integrity();
+  EXPECT_EQ(tier.lookup(first.hash, ChainLink::first("tenant"), a), s1);
+  EXPECT_FALSE(tier.lookup(first.hash, ChainLink::first("other"), a)) << "another salt";
+  EXPECT_FALSE(tier.lookup(first.hash, ChainLink::first("tenant"), b)) << "other tokens";
+  EXPECT_EQ(tier.lookup(child.hash, ChainLink::after(ContentId{1}), b), s2);
+  EXPECT_FALSE(tier.lookup(child.hash, ChainLink::after(ContentId{3}), b)) << "another parent";
+  EXPECT_EQ(tier.content(*s2), ContentId{2});
+  EXPECT_EQ(std::vector<TokenId>(tier.tokens(*s2).begin(), tier.tokens(*s2).end()), b);
+}
+
+TEST(HostTier, ContentsItHoldsAreNotCopiedAgain) {
+  HostTier tier(4, kBs);
+  const auto a = block_tokens(10);
+  ASSERT_TRUE(tier.store(evicted(1, a)));
+  EXPECT_FALSE(tier.store(evicted(1, a))) << "same identity";
+  EXPECT_FALSE(tier.store(evicted(7, a))) << "same contents under a newer identity";
+  EXPECT_EQ(tier.num_used(), 1);
+  tier.check_integrity();
+}
+
+TEST(HostTier, EvictsTheLeastRecentlyUsedAndNeverAHeldEntry) {
+  HostTier tier(2, kBs);
+  const auto s1 = tier.store(evicted(1, block_tokens(10)));
+  const auto s2 = tier.store(evicted(2, block_tokens(20)));
+  tier.touch(*s1);  // 2 is now the least recently used
+  const auto s3 = tier.store(evicted(3, block_tokens(30)));
+  EXPECT_EQ(s3, s2);
+  EXPECT_EQ(tier.num_evictions(), 1);
+  EXPECT_FALSE(
+      tier.lookup(evicted(2, block_tokens(20)).hash, ChainLink::first(""), block_tokens(20)));
+  tier.hold(*s1);
+  tier.hold(*s1);  // two requests take it
+  const auto s4 = tier.store(evicted(4, block_tokens(40)));
+  EXPECT_EQ(s4, s3) << "the held entry stays";
+  tier.hold(*s4);
+  EXPECT_FALSE(tier.store(evicted(5, block_tokens(50)))) << "every entry held: dropped";
+  tier.check_integrity();
+  tier.release_hold(*s1);
+  EXPECT_FALSE(tier.store(evicted(6, block_tokens(60)))) << "still held once";
+  tier.release_hold(*s1);
+  EXPECT_EQ(tier.store(evicted(6, block_tokens(60))), s1);
+  tier.release_hold(*s4);
+  tier.check_integrity();
+  EXPECT_THROW(tier.release_hold(*s4), Error);
+}
+
+TEST(HostTier, NoSlotsStoresNothing) {
+  HostTier tier(0, kBs);
+  EXPECT_FALSE(tier.store(evicted(1, block_tokens(10))));
+  EXPECT_EQ(tier.num_used(), 0);
+  tier.check_integrity();
+}
+
+// ---------------------------------------------------------------------------------------
+// KvCacheManager across the device pool and the host tier.
+
+std::vector<TokenId> tokens_from(TokenId first, int n) {
+  std::vector<TokenId> t;
+  for (int i = 0; i < n; ++i) t.push_back(first + i);
+  return t;
+}
+
+SeqBlocks admit_all(KvCacheManager& kv, const std::vector<TokenId>& tokens,
+                    const std::string& salt = "", PrefixMatch* out = nullptr) {
+  SeqBlocks seq;
+  seq.salt = salt;
+  kv.update_hashes(seq, tokens);
+  PrefixMatch m = kv.match(seq, tokens, static_cast<std::int32_t>(tokens.size()));
+  EXPECT_TRUE(kv.admit(seq, m, static_cast<std::int32_t>(tokens.size())));
+  kv.commit(seq, tokens, static_cast<std::int32_t>(tokens.size()));
+  if (out) *out = m;
+  return seq;
+}
+
+TEST(KvCacheManagerHostTier, EvictedBlocksAreDemotedAndLoadedBackUnderTheirIdentity) {
+  KvCacheManager kv(4, kBs, true, 8);
+  const auto a = tokens_from(100, 16);  // 4 blocks: the whole pool
+  SeqBlocks sa = admit_all(kv, a);
+  const std::vector<BlockId> a_blocks = sa.blocks;
+  std::vector<ContentId> a_ids;
+  for (BlockId id : a_blocks) a_ids.push_back(kv.pool().content_of(id));
+  kv.free(sa);
+  EXPECT_TRUE(kv.take_transfers().empty());
+
+  SeqBlocks sb = admit_all(kv, tokens_from(500, 16));  // evicts all of a's blocks
+  kv::Transfers t = kv.take_transfers();
+  ASSERT_EQ(t.saves.size(), 4u);
+  EXPECT_TRUE(t.loads.empty());
+  // Deepest first (a chain is evicted from its tail), each into its own slot.
+  for (std::size_t k = 0; k < 4; ++k) EXPECT_EQ(t.saves[k].device, a_blocks[3 - k]);
+  EXPECT_EQ(kv.host_tier().num_used(), 4);
+  kv.check_integrity(Tables{&sb.blocks});
+  kv.free(sb);
+
+  PrefixMatch m;
+  SeqBlocks again = admit_all(kv, a, "", &m);
+  EXPECT_TRUE(m.blocks.empty());
+  EXPECT_EQ(m.host_slots.size(), 4u);
+  EXPECT_EQ(m.num_tokens, 16);
+  t = kv.take_transfers();
+  ASSERT_EQ(t.loads.size(), 4u);
+  EXPECT_EQ(t.saves.size(), 4u) << "b's blocks are demoted to make room";
+  for (std::size_t k = 0; k < 4; ++k) {
+    EXPECT_EQ(t.loads[k].device, again.blocks[k]);
+    EXPECT_EQ(t.loads[k].host_slot, m.host_slots[k]);
+    EXPECT_EQ(kv.pool().content_of(again.blocks[k]), a_ids[k]) << "identity kept";
+  }
+  EXPECT_EQ(again.num_registered, 4);
+  EXPECT_EQ(kv.host_counters().blocks_loaded, 4);
+  EXPECT_EQ(kv.host_counters().hit_blocks, 4);
+  kv.check_integrity(Tables{&again.blocks});
+}
+
+TEST(KvCacheManagerHostTier, OneMatchRunsFromTheDeviceIntoTheTierAndAcrossALoadedParent) {
+  KvCacheManager kv(5, kBs, true, 8);
+  const auto a = tokens_from(100, 16);
+  SeqBlocks sa = admit_all(kv, a);
+  kv.free(sa);
+  // A prompt that shares a's first block only, on 4 blocks: a's last three are evicted (the
+  // deepest first), its first stays on the device, referenced.
+  auto shares_first = tokens_from(100, 4);
+  const auto rest = tokens_from(900, 12);
+  shares_first.insert(shares_first.end(), rest.begin(), rest.end());
+  SeqBlocks sb = admit_all(kv, shares_first);
+  kv.free(sb);
+  kv.take_transfers();
+
+  SeqBlocks seq;
+  kv.update_hashes(seq, a);
+  const PrefixMatch m = kv.match(seq, a, 16);
+  EXPECT_EQ(m.blocks.size() + m.host_slots.size(), 4u);
+  EXPECT_GE(m.blocks.size(), 1u);
+  EXPECT_GE(m.host_slots.size(), 1u) << "the rest of a comes from the tier";
+  EXPECT_EQ(m.num_tokens, 16);
+  // With max_tokens short of the last block, the match stops there in either tier.
+  EXPECT_EQ(kv.match(seq, a, 15).num_tokens, 12);
+}
+
+TEST(KvCacheManagerHostTier, AChildInTheTierIsFoundAfterItsParentWasLoaded) {
+  KvCacheManager kv(4, kBs, true, 8);
+  const auto a = tokens_from(100, 16);
+  SeqBlocks sa = admit_all(kv, a);
+  kv.free(sa);
+  SeqBlocks sb = admit_all(kv, tokens_from(500, 16));  // a goes to the tier
+  kv.free(sb);
+  // Load a's first two blocks only, then free them: they live on the device again, a's last
+  // two are still in the tier, and they still follow the loaded parent.
+  const std::vector<TokenId> a_half(a.begin(), a.begin() + 8);
+  PrefixMatch half;
+  SeqBlocks h = admit_all(kv, a_half, "", &half);
+  EXPECT_EQ(half.host_slots.size(), 2u);
+  kv.free(h);
+  kv.take_transfers();
+  SeqBlocks seq;
+  kv.update_hashes(seq, a);
+  const PrefixMatch m = kv.match(seq, a, 16);
+  EXPECT_EQ(m.blocks.size(), 2u);
+  EXPECT_EQ(m.host_slots.size(), 2u);
+}
+
+TEST(KvCacheManagerHostTier, ASaltIsHonouredInTheTier) {
+  KvCacheManager kv(4, kBs, true, 8);
+  const auto a = tokens_from(100, 16);
+  SeqBlocks sa = admit_all(kv, a, "tenant-a");
+  kv.free(sa);
+  SeqBlocks sb = admit_all(kv, tokens_from(500, 16));
+  kv.free(sb);
+  kv.take_transfers();
+  for (const char* other : {"", "tenant-b"}) {
+    SeqBlocks seq;
+    seq.salt = other;
+    kv.update_hashes(seq, a);
+    EXPECT_EQ(kv.match(seq, a, 16).num_tokens, 0) << "salt '" << other << "'";
+  }
+  SeqBlocks seq;
+  seq.salt = "tenant-a";
+  kv.update_hashes(seq, a);
+  EXPECT_EQ(kv.match(seq, a, 16).host_slots.size(), 4u);
+}
+
+TEST(KvCacheManagerHostTier, ContentsComputedAgainKeepTheTiersIdentityAndAreNotCopiedTwice) {
+  KvCacheManager kv(4, kBs, true, 8);
+  const auto a = tokens_from(100, 8);
+  SeqBlocks sa = admit_all(kv, a);
+  const ContentId first_id = kv.pool().content_of(sa.blocks[0]);
+  kv.free(sa);
+  SeqBlocks sb = admit_all(kv, tokens_from(500, 16));
+  kv.free(sb);
+  kv.take_transfers();
+  // Computed again without looking in the cache (as a request wanting prompt logprobs does).
+  SeqBlocks again;
+  kv.update_hashes(again, a);
+  ASSERT_TRUE(kv.admit(again, {}, 8));
+  kv.commit(again, a, 8);
+  EXPECT_EQ(kv.pool().content_of(again.blocks[0]), first_id);
+  kv.free(again);
+  kv.take_transfers();
+  const std::int64_t stored = kv.host_counters().blocks_stored;
+  SeqBlocks evictor = admit_all(kv, tokens_from(700, 16));
+  const kv::Transfers t = kv.take_transfers();
+  EXPECT_EQ(kv.host_counters().blocks_stored - stored, 2) << "only b's two blocks";
+  EXPECT_EQ(t.saves.size(), 2u);
+  kv.check_integrity(Tables{&evictor.blocks});
+}
+
+TEST(KvCacheManagerHostTier, EntriesBeingLoadedSurviveTheDemotionsOfTheirOwnAdmission) {
+  // A tier of exactly a's size: admitting a again evicts b's blocks into it, which must not
+  // evict the entries a is loading.
+  KvCacheManager kv(4, kBs, true, 4);
+  const auto a = tokens_from(100, 16);
+  SeqBlocks sa = admit_all(kv, a);
+  kv.free(sa);
+  SeqBlocks sb = admit_all(kv, tokens_from(500, 16));
+  kv.free(sb);
+  kv.take_transfers();
+  PrefixMatch m;
+  SeqBlocks again = admit_all(kv, a, "", &m);
+  EXPECT_EQ(m.host_slots.size(), 4u);
+  const kv::Transfers t = kv.take_transfers();
+  EXPECT_EQ(t.loads.size(), 4u);
+  EXPECT_TRUE(t.saves.empty()) << "b is dropped: every slot is being loaded";
+  kv.check_integrity(Tables{&again.blocks});
+  kv.free(again);
+  EXPECT_EQ(kv.host_tier().num_used(), 4);
+}
+
+TEST(KvCacheManagerHostTier, NoTierWithoutCaching) {
+  KvCacheManager kv(4, kBs, false, 8);
+  EXPECT_EQ(kv.host_tier().num_slots(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Randomized: steps of admissions, growth and frees on a tiny pool and tier, with the
+// content of every device block and host slot tracked through the copies.
+
+struct TierStats {
+  std::int64_t steps = 0, saves = 0, loads = 0, host_hit_blocks = 0, device_hit_blocks = 0,
+               host_evictions = 0;
+};
+
+class TierFuzz {
+ public:
+  TierFuzz(std::uint64_t seed, TierStats& stats)
+      : rng_(seed),
+        bs_(uniform(rng_, 1, 4)),
+        kv_(uniform(rng_, 4, 12), bs_, true, uniform(rng_, 1, 16)),
+        device_(static_cast<std::size_t>(kv_.pool().num_blocks())),
+        host_(static_cast<std::size_t>(kv_.host_tier().num_slots())),
+        stats_(stats) {
+    for (int f = 0; f < 3; ++f) {
+      std::vector<TokenId> doc;
+      for (int i = 0; i < 40; ++i) doc.push_back(uniform(rng_, 0, 999));
+      docs_.push_back(doc);
+    }
+  }
+
+  void run(int steps) {
+    for (int s = 0; s < steps && !::testing::Test::HasFatalFailure(); ++s) step();
+  }
+
+ private:
+  struct Seq {
+    SeqBlocks kv;
+    std::vector<TokenId> tokens;
+    std::int32_t computed = 0;
+    bool admitted = false;
+  };
+
+  std::vector<TokenId> make_prompt() {
+    const auto& doc = docs_[static_cast<std::size_t>(uniform(rng_, 0, 2))];
+    const int shared = chance(rng_, 0.5) ? 4 * uniform(rng_, 1, 9) : uniform(rng_, 0, 36);
+    std::vector<TokenId> t(doc.begin(), doc.begin() + shared);
+    const int own = uniform(rng_, 1, 6);
+    for (int i = 0; i < own; ++i) t.push_back(uniform(rng_, 1000, 100000));
+    return t;
+  }
+
+  void step() {
+    ++stats_.steps;
+    const int ops = uniform(rng_, 1, 4);
+    for (int i = 0; i < ops; ++i) operate();
+    run_copies();
+    compute();
+    kv_.check_integrity(tables());
+    check_tables();
+  }
+
+  void operate() {
+    const int op = uniform(rng_, 0, 9);
+    if (op < 4 || seqs_.empty()) {
+      Seq s;
+      s.tokens = make_prompt();
+      s.kv.salt = chance(rng_, 0.2) ? "salted" : "";
+      seqs_.push_back(std::move(s));
+      admit(seqs_.back());
+    } else if (op < 6) {
+      Seq& s =
+          seqs_[static_cast<std::size_t>(uniform(rng_, 0, static_cast<int>(seqs_.size()) - 1))];
+      if (!s.admitted) return admit(s);
+      const int more = uniform(rng_, 1, 2 * bs_);
+      const std::size_t before = s.tokens.size();
+      for (int k = 0; k < more; ++k) s.tokens.push_back(uniform(rng_, 1000, 100000));
+      if (!kv_.grow(s.kv, static_cast<std::int32_t>(s.tokens.size()))) s.tokens.resize(before);
+    } else {
+      const auto at =
+          static_cast<std::size_t>(uniform(rng_, 0, static_cast<int>(seqs_.size()) - 1));
+      kv_.free(seqs_[at].kv);
+      seqs_.erase(seqs_.begin() + static_cast<std::ptrdiff_t>(at));
+    }
+  }
+
+  void admit(Seq& s) {
+    kv_.update_hashes(s.kv, s.tokens);
+    const PrefixMatch m = kv_.match(s.kv, s.tokens, static_cast<std::int32_t>(s.tokens.size()) - 1);
+    if (!kv_.admit(s.kv, m, static_cast<std::int32_t>(s.tokens.size()))) return;
+    s.admitted = true;
+    s.computed = m.num_tokens;
+    stats_.device_hit_blocks += static_cast<std::int64_t>(m.blocks.size());
+    stats_.host_hit_blocks += static_cast<std::int64_t>(m.host_slots.size());
+  }
+
+  // What the backend does with the step's copies: every save, then every load.
+  void run_copies() {
+    const kv::Transfers t = kv_.take_transfers();
+    for (const auto& c : t.saves)
+      host_.at(static_cast<std::size_t>(c.host_slot)) = device_.at(idx(c.device));
+    for (const auto& c : t.loads)
+      device_.at(idx(c.device)) = host_.at(static_cast<std::size_t>(c.host_slot));
+    stats_.saves += static_cast<std::int64_t>(t.saves.size());
+    stats_.loads += static_cast<std::int64_t>(t.loads.size());
+  }
+
+  // The forward pass: every admitted sequence computes its remaining tokens, writing each
+  // block's content, then commits.
+  void compute() {
+    for (Seq& s : seqs_) {
+      if (!s.admitted) continue;
+      const auto size = static_cast<std::int32_t>(s.tokens.size());
+      for (std::int32_t b = s.computed / bs_; b * bs_ < size; ++b) {
+        auto& held = device_.at(idx(s.kv.blocks.at(static_cast<std::size_t>(b))));
+        if ((b + 1) * bs_ <= size)
+          held = key_of(s.kv.salt, s.tokens, static_cast<std::size_t>(b) + 1, bs_);
+        else
+          held.reset();  // a partial block: never read through the cache
+      }
+      s.computed = size;
+      kv_.commit(s.kv, s.tokens, size);
+    }
+    stats_.host_evictions = std::max(stats_.host_evictions, kv_.host_tier().num_evictions());
+  }
+
+  // Every full block of every admitted sequence holds its content, loaded or computed.
+  void check_tables() {
+    for (const Seq& s : seqs_) {
+      if (!s.admitted) continue;
+      for (std::size_t b = 0; b < s.tokens.size() / static_cast<std::size_t>(bs_); ++b) {
+        const auto& held = device_.at(idx(s.kv.blocks.at(b)));
+        ASSERT_TRUE(held && *held == key_of(s.kv.salt, s.tokens, b + 1, bs_))
+            << "block " << b << " of a sequence holds other K/V";
+      }
+    }
+  }
+
+  Tables tables() const {
+    Tables t;
+    for (const Seq& s : seqs_) t.push_back(&s.kv.blocks);
+    return t;
+  }
+  static std::size_t idx(BlockId id) { return static_cast<std::size_t>(id.value); }
+
+  std::mt19937_64 rng_;
+  std::int32_t bs_;
+  KvCacheManager kv_;
+  std::vector<std::optional<Key>> device_;  // what each device block holds
+  std::vector<std::optional<Key>> host_;    // what each host slot holds
+  std::vector<std::vector<TokenId>> docs_;
+  std::vector<Seq> seqs_;
+  TierStats& stats_;
+};
+
+TEST(KvCacheManagerHostTier, RandomStepsReadTheRightContentThroughEveryTier) {
+  constexpr int kRuns = 600, kSteps = 60;
+  TierStats stats;
+  for (int i = 0; i < kRuns; ++i) {
+    const std::uint64_t seed = 0x71e40000u + static_cast<std::uint64_t>(i);
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    TierFuzz(seed, stats).run(kSteps);
+    if (HasFatalFailure() || HasFailure()) return;
+  }
+  EXPECT_GT(stats.saves, 1000);
+  EXPECT_GT(stats.loads, 1000);
+  EXPECT_GT(stats.host_hit_blocks, 1000);
+  EXPECT_GT(stats.device_hit_blocks, 1000);
+  std::printf(
+      "[ stats    ] %lld steps, %lld saves, %lld loads, %lld device / %lld host hit blocks\n",
+      static_cast<long long>(stats.steps), static_cast<long long>(stats.saves),
+      static_cast<long long>(stats.loads), static_cast<long long>(stats.device_hit_blocks),
+      static_cast<long long>(stats.host_hit_blocks));
+}
+
+}  // namespace
+}  // namespace cachet
