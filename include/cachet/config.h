@@ -55,6 +55,12 @@ struct EngineConfig {
   // matches it has it copied back rather than recomputed: the same bytes, so the same
   // outputs. On a GPU the tier is pinned host memory. Needs enable_prefix_caching.
   std::int64_t host_kv_cache_bytes = 0;
+  // Reuse cached K/V token by token, not only in whole blocks: when a prompt leaves the
+  // cached prefix inside a block, the K/V of its tokens that a cached block computed after
+  // the same prefix begins with is copied into the request's block, and only the rest is
+  // computed (SGLang's page size 1, TensorRT-LLM's partial reuse). Needs
+  // enable_prefix_caching; outputs are the same either way.
+  bool partial_block_reuse = true;
   // Order in which waiting requests are admitted.
   SchedulePolicy schedule_policy = SchedulePolicy::kFcfs;
   // Number of KV blocks. 0: as many as `kv_cache_bytes` allows.

@@ -125,6 +125,9 @@ struct EngineStats {
   // the KV cache); blocks it holds now; blocks copied into it (demoted by an eviction of the
   // KV cache) and out of it (loaded for a hit); its own evictions (least recently used).
   std::int64_t prefix_cache_host_hit_tokens = 0;
+  // Of prefix_cache_hit_tokens, those copied from a cached block that matched only partly
+  // (EngineConfig::partial_block_reuse).
+  std::int64_t prefix_cache_partial_hit_tokens = 0;
   std::int64_t host_blocks_used = 0;
   std::int64_t host_blocks_stored = 0;
   std::int64_t host_blocks_loaded = 0;

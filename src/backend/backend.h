@@ -80,6 +80,14 @@ struct HostCopy {
   std::int64_t slot = 0;
 };
 
+// The K/V of the first `num_tokens` positions of KV block `from` (every layer) copied into
+// the same positions of block `to`.
+struct BlockPrefixCopy {
+  std::int32_t from = 0;
+  std::int32_t to = 0;
+  std::int32_t num_tokens = 0;
+};
+
 // A backend failure after which the backend cannot run anything more (a sticky CUDA error:
 // an illegal address, a kernel fault, an uncorrectable ECC error). The engine then fails as
 // a whole (Engine::health()) instead of failing only the requests of the step.
@@ -114,6 +122,9 @@ class Backend {
   // before the next forward reads it. Saves run before the loads that may read their slots.
   virtual void save_blocks(std::span<const HostCopy> copies);
   virtual void load_blocks(std::span<const HostCopy> copies);
+
+  // Partial-block reuse: each copy in order with forward passes, as the copies above.
+  virtual void copy_block_prefixes(std::span<const BlockPrefixCopy> copies) = 0;
 
   // Whether forward_sample() is implemented: the backend then samples next to the logits
   // and returns only tokens (and the logprobs asked for), not whole logits rows.

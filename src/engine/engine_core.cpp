@@ -38,7 +38,7 @@ EngineCore::EngineCore(const EngineConfig& config, const EngineInfo& info, model
       backend_(std::move(backend)),
       tokenizer_(std::move(tokenizer)),
       kv_(info.num_kv_blocks, info.block_size, config.enable_prefix_caching,
-          info.num_host_kv_blocks),
+          info.num_host_kv_blocks, config.partial_block_reuse),
       scheduler_({config.max_num_seqs, config.max_num_batched_tokens, config.schedule_policy},
                  kv_) {
   if (config_.debug_poison_kv) {
@@ -347,9 +347,11 @@ void EngineCore::run_step() {
   }
 }
 
-// The host tier's copies the schedule queued, with debug_poison_kv's poisoning between the
-// saves (which read blocks that eviction freed) and the loads (which fill blocks handed out
-// again). A failed copy leaves registered blocks without their K/V: the engine cannot go on.
+// The copies the schedule queued: the host tier's saves and loads, with debug_poison_kv's
+// poisoning between the saves (which read blocks that eviction freed) and the loads (which
+// fill blocks handed out again), then partial-block reuse's prefix copies (which may read a
+// block loaded just before). A failed copy leaves blocks without their K/V: the engine
+// cannot go on.
 void EngineCore::run_transfers() {
   const kv::Transfers transfers = kv_.take_transfers();
   auto copies = [](const std::vector<kv::BlockTransfer>& list) {
@@ -367,11 +369,18 @@ void EngineCore::run_transfers() {
       if (!freed.empty()) backend_->poison_blocks(freed);
     }
     if (!transfers.loads.empty()) backend_->load_blocks(copies(transfers.loads));
+    if (!transfers.prefix_copies.empty()) {
+      std::vector<backend::BlockPrefixCopy> prefixes;
+      for (const kv::PrefixCopy& c : transfers.prefix_copies)
+        prefixes.push_back({c.from.value, c.to.value, c.num_tokens});
+      backend_->copy_block_prefixes(prefixes);
+    }
   } catch (const backend::FatalBackendError&) {
     throw;
   } catch (const std::exception& e) {
-    throw Error(ErrorCode::kInternal,
-                fmt::format("copying KV blocks to or from the host tier failed: {}", e.what()));
+    throw Error(
+        ErrorCode::kInternal,
+        fmt::format("copying KV blocks (host tier or partial-block reuse) failed: {}", e.what()));
   }
 }
 
@@ -459,6 +468,7 @@ EngineStats EngineCore::stats() const {
   s.prefix_cache_hit_rate =
       c.query_tokens > 0 ? static_cast<double>(c.hit_tokens) / c.query_tokens : 0.0;
   s.prefix_cache_host_hit_tokens = c.host_hit_tokens;
+  s.prefix_cache_partial_hit_tokens = c.partial_hit_tokens;
   s.host_blocks_used = kv_.host_tier().num_used();
   s.host_blocks_stored = kv_.host_counters().blocks_stored;
   s.host_blocks_loaded = kv_.host_counters().blocks_loaded;

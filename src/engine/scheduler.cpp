@@ -155,6 +155,7 @@ void Scheduler::admit_waiting(Step& step, std::int32_t& budget) {
       counters_.hit_blocks += static_cast<std::int64_t>(next_block);
       counters_.host_hit_tokens +=
           static_cast<std::int64_t>(match.host_slots.size()) * kv_.block_size();
+      counters_.partial_hit_tokens += match.partial_tokens;
     }
     seq->num_computed = match.num_tokens;
     seq->status = SeqStatus::kRunning;

@@ -48,7 +48,8 @@ struct Step {
 struct CacheCounters {
   std::int64_t query_tokens = 0, hit_tokens = 0;
   std::int64_t query_blocks = 0, hit_blocks = 0;
-  std::int64_t host_hit_tokens = 0;  // of hit_tokens, those loaded from the host tier
+  std::int64_t host_hit_tokens = 0;     // of hit_tokens, those loaded from the host tier
+  std::int64_t partial_hit_tokens = 0;  // of hit_tokens, those copied from a partly matching block
   std::int64_t preemptions = 0;
 };
 

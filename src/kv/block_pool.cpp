@@ -56,16 +56,23 @@ void BlockPool::unuse_salt(SaltId id) {
   if (--it->second == 0) salts_.erase(it);
 }
 
-bool BlockPool::same_content(BlockId id, const ChainLink& link,
-                             std::span<const TokenId> tokens) const {
-  const Block& b = at(id);
+bool BlockPool::same_link(const Block& b, const ChainLink& link) const {
   if (link.parent) {
     const ContentId* parent = std::get_if<ContentId>(&b.after);
-    if (parent == nullptr || *parent != *link.parent) return false;
-  } else {
-    const SaltId* salt = std::get_if<SaltId>(&b.after);
-    if (salt == nullptr || find_salt(link.salt) != *salt) return false;
+    return parent != nullptr && *parent == *link.parent;
   }
+  const SaltId* salt = std::get_if<SaltId>(&b.after);
+  return salt != nullptr && find_salt(link.salt) == *salt;
+}
+
+std::uint64_t BlockPool::children_key(const Block& b) {
+  const ContentId* parent = std::get_if<ContentId>(&b.after);
+  return parent != nullptr ? parent->value : 0;
+}
+
+bool BlockPool::same_content(BlockId id, const ChainLink& link,
+                             std::span<const TokenId> tokens) const {
+  if (!same_link(at(id), link)) return false;
   if (tokens.size() != static_cast<std::size_t>(block_size_)) return false;
   const TokenId* stored = tokens_.data() + static_cast<std::size_t>(id.value) * block_size_;
   return std::equal(tokens.begin(), tokens.end(), stored);
@@ -77,6 +84,24 @@ std::optional<BlockId> BlockPool::lookup(const BlockHash& hash, const ChainLink&
   for (auto it = begin; it != end; ++it)
     if (same_content(it->second, link, tokens)) return it->second;
   return std::nullopt;
+}
+
+std::optional<BlockPool::PartialHit> BlockPool::longest_partial(
+    const ChainLink& link, std::span<const TokenId> tokens) const {
+  std::optional<PartialHit> best;
+  const std::size_t limit = std::min(tokens.size(), static_cast<std::size_t>(block_size_));
+  auto [begin, end] = children_.equal_range(link.parent ? link.parent->value : 0);
+  for (auto it = begin; it != end; ++it) {
+    if (!same_link(at(it->second), link)) continue;
+    const TokenId* stored =
+        tokens_.data() + static_cast<std::size_t>(it->second.value) * block_size_;
+    const auto run = static_cast<std::int32_t>(
+        std::mismatch(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(limit), stored)
+            .first -
+        tokens.begin());
+    if (run > 0 && (!best || run > best->num_tokens)) best = PartialHit{it->second, run};
+  }
+  return best;
 }
 
 std::optional<std::vector<BlockId>> BlockPool::allocate(std::int64_t n) {
@@ -140,6 +165,7 @@ BlockId BlockPool::register_block(BlockId id, const BlockHash& hash, const Chain
   std::copy(tokens.begin(), tokens.end(),
             tokens_.begin() + static_cast<std::ptrdiff_t>(id.value) * block_size_);
   index_.emplace(hash, id);
+  children_.emplace(children_key(b), id);
   return id;
 }
 
@@ -161,6 +187,11 @@ void BlockPool::evict(BlockId id) {
   auto it = std::find_if(begin, end, [&](const auto& entry) { return entry.second == id; });
   if (it == end) integrity_failure("evicting a block missing from the hash index", id.value);
   index_.erase(it);
+  auto [first, last] = children_.equal_range(children_key(b));
+  auto child = std::find_if(first, last, [&](const auto& entry) { return entry.second == id; });
+  if (child == last)
+    integrity_failure("evicting a block missing from the children index", id.value);
+  children_.erase(child);
   if (const SaltId* salt = std::get_if<SaltId>(&b.after)) unuse_salt(*salt);
   b.hash.reset();
   b.after = SaltId{};
@@ -217,6 +248,13 @@ void BlockPool::check_index() const {
     if (const SaltId* salt = std::get_if<SaltId>(&b.after); salt && b.hash)
       ++first_blocks[salt->name];
   }
+  for (const auto& [key, id] : children_) {
+    const Block& b = at(id);
+    if (!b.hash || children_key(b) != key)
+      integrity_failure("children index entry differs from its block's registration", id.value);
+  }
+  if (children_.size() != index_.size())
+    integrity_failure("the children index and the hash index differ in size", -1);
   for (const auto& [salt, uses] : salts_)
     if (uses <= 0 || first_blocks[&salt] != uses)
       integrity_failure("a salt's count differs from its first blocks", uses);

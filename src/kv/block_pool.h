@@ -90,6 +90,17 @@ class BlockPool {
   std::optional<BlockId> lookup(const BlockHash& hash, const ChainLink& link,
                                 std::span<const TokenId> tokens) const;
 
+  // The registered block computed after `link` whose tokens begin with the longest run of
+  // `tokens`' leading tokens, and that run's length (0 < length <= tokens.size()); nullopt
+  // when no such block shares even the first token. The K/V of those leading positions is
+  // what the request would compute for them (partial-block reuse).
+  struct PartialHit {
+    BlockId id;
+    std::int32_t num_tokens = 0;
+  };
+  std::optional<PartialHit> longest_partial(const ChainLink& link,
+                                            std::span<const TokenId> tokens) const;
+
   // `n` blocks with one reference each, taken from the free stack, then by evicting the
   // least recently used cached blocks; nullopt (and no change) when fewer than `n` are
   // allocatable.
@@ -151,6 +162,8 @@ class BlockPool {
   const Block& at(BlockId id) const;
   Block& at(BlockId id) { return const_cast<Block&>(std::as_const(*this).at(id)); }
   bool same_content(BlockId id, const ChainLink& link, std::span<const TokenId> tokens) const;
+  bool same_link(const Block& b, const ChainLink& link) const;
+  static std::uint64_t children_key(const Block& b);
   std::optional<SaltId> find_salt(std::string_view salt) const;
   SaltId use_salt(std::string_view salt);
   void unuse_salt(SaltId id);
@@ -168,6 +181,9 @@ class BlockPool {
   std::int64_t num_evictions_ = 0;
   // Several blocks may share a hash (a collision): each is told apart by its content.
   std::unordered_multimap<BlockHash, BlockId, BlockHashHasher> index_;
+  // Registered blocks by what they follow: the parent's ContentId, or 0 for first blocks
+  // (whose salts longest_partial compares).
+  std::unordered_multimap<std::uint64_t, BlockId> children_;
   // Salt -> how many registered first blocks use it.
   std::unordered_map<std::string, std::int64_t, SaltHasher, std::equal_to<>> salts_;
   bool track_freed_ = false;

@@ -8,9 +8,10 @@
 namespace cachet::kv {
 
 KvCacheManager::KvCacheManager(std::int64_t num_blocks, std::int32_t block_size,
-                               bool enable_caching, std::int64_t host_slots)
+                               bool enable_caching, std::int64_t host_slots, bool partial_reuse)
     : block_size_(block_size),
       enable_caching_(enable_caching),
+      partial_reuse_(enable_caching && partial_reuse),
       pool_(num_blocks, block_size),
       host_(enable_caching ? host_slots : 0, block_size) {
   if (host_.num_slots() > 0)
@@ -65,7 +66,24 @@ PrefixMatch KvCacheManager::match(const SeqBlocks& seq, std::span<const TokenId>
     parent = host_.content(*slot);
   }
   m.num_tokens = static_cast<std::int32_t>(i) * block_size_;
+  if (partial_reuse_) match_partial(seq, tokens, i, parent, max_tokens, m);
   return m;
+}
+
+void KvCacheManager::match_partial(const SeqBlocks& seq, std::span<const TokenId> tokens,
+                                   std::size_t full, ContentId parent, std::int32_t max_tokens,
+                                   PrefixMatch& m) const {
+  const auto start = static_cast<std::int64_t>(full) * block_size_;
+  const std::int64_t end = std::min<std::int64_t>(
+      {start + block_size_, max_tokens, static_cast<std::int64_t>(tokens.size())});
+  if (end <= start) return;
+  const auto next =
+      tokens.subspan(static_cast<std::size_t>(start), static_cast<std::size_t>(end - start));
+  if (auto hit = pool_.longest_partial(link_at(full, seq, parent), next)) {
+    m.partial = hit->id;
+    m.partial_tokens = hit->num_tokens;
+    m.num_tokens += hit->num_tokens;
+  }
 }
 
 std::int64_t KvCacheManager::blocks_for(std::int32_t tokens) const {
@@ -80,11 +98,14 @@ std::int64_t KvCacheManager::blocks_needed(const SeqBlocks& seq, std::int32_t to
 bool KvCacheManager::admit(SeqBlocks& seq, const PrefixMatch& match, std::int32_t total_tokens) {
   const std::int64_t fresh = std::max<std::int64_t>(
       0, blocks_for(total_tokens) - static_cast<std::int64_t>(match.blocks.size()));
-  // Matched blocks that are cached (unreferenced) stop being evictable once we take them.
-  const auto taken_from_lru = std::count_if(match.blocks.begin(), match.blocks.end(),
-                                            [&](BlockId id) { return pool_.is_cached(id); });
+  // Matched blocks that are cached (unreferenced) stop being evictable once we take them, and
+  // so does a partial match's source until its copy has run.
+  auto taken_from_lru = std::count_if(match.blocks.begin(), match.blocks.end(),
+                                      [&](BlockId id) { return pool_.is_cached(id); });
+  if (match.partial && pool_.is_cached(*match.partial)) ++taken_from_lru;
   if (fresh > pool_.num_allocatable() - taken_from_lru) return false;
   for (BlockId id : match.blocks) pool_.ref(id);
+  if (match.partial) pool_.ref(*match.partial);
   // Held first: the evictions allocate() makes demote blocks into the tier, which must not
   // evict the entries about to be loaded.
   for (std::int64_t slot : match.host_slots) host_.hold(slot);
@@ -93,8 +114,11 @@ bool KvCacheManager::admit(SeqBlocks& seq, const PrefixMatch& match, std::int32_
   seq.blocks.insert(seq.blocks.end(), blocks->begin(), blocks->end());
   for (std::size_t k = 0; k < match.host_slots.size(); ++k)
     promote(seq, match.blocks.size() + k, match.host_slots[k]);
-  seq.num_registered = static_cast<std::int32_t>(match.blocks.size() + match.host_slots.size());
+  seq.num_registered = static_cast<std::int32_t>(match.num_full_blocks());
   host_counters_.hit_blocks += static_cast<std::int64_t>(match.host_slots.size());
+  if (match.partial)
+    pending_.prefix_copies.push_back(
+        {*match.partial, seq.blocks[match.num_full_blocks()], match.partial_tokens});
   return true;
 }
 
@@ -122,6 +146,7 @@ void KvCacheManager::share(SeqBlocks& seq, std::size_t index, BlockId held) {
 Transfers KvCacheManager::take_transfers() {
   Transfers out = std::exchange(pending_, {});
   for (const BlockTransfer& t : out.loads) host_.release_hold(t.host_slot);
+  for (const PrefixCopy& c : out.prefix_copies) pool_.release(std::span<const BlockId>(&c.from, 1));
   return out;
 }
 
@@ -130,7 +155,7 @@ void KvCacheManager::check_integrity(std::span<const std::vector<BlockId>* const
   host_.check_integrity();
   if (!pending_.empty())
     throw Error(ErrorCode::kInternal,
-                "KV host tier integrity violated: block copies left pending after a step");
+                "KV cache integrity violated: block copies left pending after a step");
 }
 
 bool KvCacheManager::grow(SeqBlocks& seq, std::int32_t total_tokens) {
@@ -164,6 +189,13 @@ void KvCacheManager::commit(SeqBlocks& seq, std::span<const TokenId> tokens,
 }
 
 void KvCacheManager::free(SeqBlocks& seq) {
+  // A prefix copy into a block freed before the copies run would land in whatever the block
+  // is handed out for next (a load, another request's block): drop it.
+  std::erase_if(pending_.prefix_copies, [&](const PrefixCopy& c) {
+    if (std::find(seq.blocks.begin(), seq.blocks.end(), c.to) == seq.blocks.end()) return false;
+    pool_.release(std::span<const BlockId>(&c.from, 1));
+    return true;
+  });
   pool_.release(seq.blocks);
   seq.blocks.clear();
   seq.num_registered = 0;

@@ -13,9 +13,14 @@
 // longest-prefix match. Admission loads matched host blocks into fresh device blocks,
 // registered at once under their old identity. The copies themselves are the backend's:
 // take_transfers() hands them over, to run before the next forward pass (saves first).
+//
+// With partial-block reuse, a match that ends inside a block goes on token by token: when a
+// cached device block computed after the matched prefix begins with the request's next
+// tokens, their K/V is copied into the request's fresh block and only the rest is computed.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -39,7 +44,21 @@ struct SeqBlocks {
 struct PrefixMatch {
   std::vector<BlockId> blocks;           // cached device blocks, in chain order
   std::vector<std::int64_t> host_slots;  // then host-tier entries, in chain order
-  std::int32_t num_tokens = 0;           // (blocks.size() + host_slots.size()) * block_size
+  // Then, with partial-block reuse, a device block whose first `partial_tokens` tokens are
+  // the request's next ones.
+  std::optional<BlockId> partial;
+  std::int32_t partial_tokens = 0;
+  // (blocks.size() + host_slots.size()) * block_size + partial_tokens
+  std::int32_t num_tokens = 0;
+
+  std::size_t num_full_blocks() const { return blocks.size() + host_slots.size(); }
+};
+
+// The K/V of the first `num_tokens` positions of block `from` copied into block `to`.
+struct PrefixCopy {
+  BlockId from;
+  BlockId to;
+  std::int32_t num_tokens = 0;
 };
 
 // A copy of one block's K/V (every layer) between the device pool and the host tier.
@@ -49,11 +68,13 @@ struct BlockTransfer {
 };
 
 // The copies the backend must run before the next forward pass: every save, then every load
-// (a block evicted and loaded again in the same step is saved before it is read).
+// (a block evicted and loaded again in the same step is saved before it is read), then every
+// prefix copy (whose source may have been loaded in the same step).
 struct Transfers {
-  std::vector<BlockTransfer> saves;  // device -> host: demoted blocks
-  std::vector<BlockTransfer> loads;  // host -> device: matched host blocks
-  bool empty() const { return saves.empty() && loads.empty(); }
+  std::vector<BlockTransfer> saves;       // device -> host: demoted blocks
+  std::vector<BlockTransfer> loads;       // host -> device: matched host blocks
+  std::vector<PrefixCopy> prefix_copies;  // device -> device: partial-block reuse
+  bool empty() const { return saves.empty() && loads.empty() && prefix_copies.empty(); }
 };
 
 // Host-tier traffic since the engine started.
@@ -66,8 +87,9 @@ struct HostTierCounters {
 class KvCacheManager {
  public:
   // `host_slots`: blocks of host tier (0: none; ignored when caching is off).
+  // `partial_reuse`: match inside a block too (token-granular reuse).
   KvCacheManager(std::int64_t num_blocks, std::int32_t block_size, bool enable_caching,
-                 std::int64_t host_slots = 0);
+                 std::int64_t host_slots = 0, bool partial_reuse = false);
   KvCacheManager(const KvCacheManager&) = delete;  // the pool's eviction hook points here
   KvCacheManager& operator=(const KvCacheManager&) = delete;
 
@@ -84,8 +106,9 @@ class KvCacheManager {
                     std::int32_t max_tokens) const;
   // For a sequence that holds no blocks: takes the matched blocks and allocates fresh ones
   // so the table covers `total_tokens`; matched host blocks get fresh device blocks,
-  // registered now and loaded by the next take_transfers(). False, with nothing changed,
-  // when too few blocks are free or evictable.
+  // registered now and loaded by the next take_transfers(), and a partial match's tokens are
+  // copied into the fresh block after them (its source is held until then). False, with
+  // nothing changed, when too few blocks are free or evictable.
   bool admit(SeqBlocks& seq, const PrefixMatch& match, std::int32_t total_tokens);
   // Grows the table of a sequence to cover `total_tokens`; false and no change if it can't.
   bool grow(SeqBlocks& seq, std::int32_t total_tokens);
@@ -93,9 +116,11 @@ class KvCacheManager {
   // wrote them, so other requests see only K/V that exists. A block whose content is already
   // registered (an identical block, computed at the same time) is swapped for that block.
   void commit(SeqBlocks& seq, std::span<const TokenId> tokens, std::int32_t num_computed);
-  // Releases the sequence's blocks: registered ones stay cached, the rest are freed.
+  // Releases the sequence's blocks: registered ones stay cached, the rest are freed (and a
+  // prefix copy still pending into one of them is dropped).
   void free(SeqBlocks& seq);
-  // The copies queued since the last call; the entries they load from stop being held.
+  // The copies queued since the last call; the entries and blocks they read from stop being
+  // held.
   Transfers take_transfers();
 
   const HostTier& host_tier() const { return host_; }
@@ -117,8 +142,13 @@ class KvCacheManager {
   // seq.blocks[index] is unregistered and `held` holds its contents: share `held` instead.
   void share(SeqBlocks& seq, std::size_t index, BlockId held);
 
+  // The partial match after `full` matched blocks whose last contents are `parent`.
+  void match_partial(const SeqBlocks& seq, std::span<const TokenId> tokens, std::size_t full,
+                     ContentId parent, std::int32_t max_tokens, PrefixMatch& m) const;
+
   std::int32_t block_size_;
   bool enable_caching_;
+  bool partial_reuse_;
   BlockPool pool_;
   HostTier host_;
   Transfers pending_;

@@ -193,7 +193,7 @@ double ExpectedHits::rate() const {
   return query_tokens > 0 ? static_cast<double>(hit_tokens) / query_tokens : 0.0;
 }
 
-ExpectedHits expected_hits(const WorkloadSpec& s, std::int32_t block_size) {
+ExpectedHits expected_hits(const WorkloadSpec& s, std::int32_t block_size, bool partial) {
   const std::int64_t b = block_size;
   const auto whole_blocks = [b](std::int64_t tokens) { return tokens / b * b; };
   ExpectedHits e;
@@ -201,11 +201,16 @@ ExpectedHits expected_hits(const WorkloadSpec& s, std::int32_t block_size) {
     case WorkloadKind::kSharedPrefix:
       e.query_tokens = std::int64_t{s.groups} * s.requests_per_group *
                        (std::int64_t{s.system_len} + s.question_len);
-      // Capped at the prompt minus its last token, which question_len >= 1 never reaches.
-      e.hit_tokens = std::int64_t{s.groups} * (s.requests_per_group - 1) *
-                     whole_blocks(std::min<std::int64_t>(
-                         s.system_len, std::int64_t{s.system_len} + s.question_len - 1));
-      break;
+      {
+        // Capped at the prompt minus its last token, which question_len >= 1 never reaches.
+        const std::int64_t shared =
+            std::min<std::int64_t>(s.system_len, std::int64_t{s.system_len} + s.question_len - 1);
+        const bool straddling_cached = whole_blocks(shared) + b <= s.system_len + s.question_len;
+        const std::int64_t per_request =
+            partial && straddling_cached ? shared : whole_blocks(shared);
+        e.hit_tokens = std::int64_t{s.groups} * (s.requests_per_group - 1) * per_request;
+        break;
+      }
     case WorkloadKind::kMultiTurn: {
       std::int64_t query = 0, hit = 0;
       for (std::int64_t k = 1; k <= s.turns; ++k) {

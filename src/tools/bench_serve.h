@@ -83,11 +83,16 @@ std::vector<double> poisson_arrivals(std::size_t n, double rate, std::uint64_t s
 //    straddles into the question is unique). Requests arriving together do not all miss:
 //    the scheduler defers a request whose next block a running request is computing, so it
 //    hits once that block is written. hit = G floor(S/B) B, query = G R (S+Q).
+//    With partial-block reuse (`partial`), the others also reuse the system prompt's tokens
+//    in the straddling block, so hit = G S, when the first request's prompt fills that
+//    block (floor(S/B) B + B <= S + Q) and is computed in one step (S + Q within the step's
+//    token budget, shared with whatever else runs).
 //  - multi-turn: with P_k = k U + (k-1) O the prompt of turn k (1-based), turn 1 hits
 //    nothing and turn k >= 2 hits floor((P_{k-1} + O - 1) / B) * B: everything turn k-1
 //    computed (its prompt and its outputs but the last, which was sampled and never fed
 //    back) in whole blocks. hit = C sum_{k=2..T} floor((P_{k-1}+O-1)/B) B,
-//    query = C sum_{k=1..T} P_k.
+//    query = C sum_{k=1..T} P_k. Partial-block reuse adds nothing: the previous turn's last,
+//    partly filled block was never cached.
 //  - no-sharing: hit = 0, query = N L.
 // Exact as long as nothing is evicted before it is reused (a KV cache large enough for the
 // workload; the report counts evictions and preemptions).
@@ -96,7 +101,7 @@ struct ExpectedHits {
   std::int64_t query_tokens = 0;
   double rate() const;  // hit / query, 0 when nothing is queried
 };
-ExpectedHits expected_hits(const WorkloadSpec& spec, std::int32_t block_size);
+ExpectedHits expected_hits(const WorkloadSpec& spec, std::int32_t block_size, bool partial = false);
 
 // The p-th percentile (p in [0, 100]) with linear interpolation between closest ranks
 // (numpy.percentile's default, which vLLM's benchmarks report); 0 for no values.

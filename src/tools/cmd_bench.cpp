@@ -114,6 +114,7 @@ json run_json(const bench::RunResult& run, const bench::RunMetrics& m,
           {"peak_blocks_in_use", s.peak_blocks_in_use},
           {"evictions", s.evictions},
           {"preemptions", s.preemptions},
+          {"partial_hit_tokens", s.prefix_cache_partial_hit_tokens},
           {"host_hit_tokens", s.prefix_cache_host_hit_tokens},
           {"host_blocks_stored", s.host_blocks_stored},
           {"host_blocks_loaded", s.host_blocks_loaded},
@@ -217,6 +218,11 @@ void print_table(const std::vector<RunReport>& runs) {
   plain("prefix-cache hit rate",
         [](R r) { return fmt::format("{:.4f}", r.result.stats.prefix_cache_hit_rate); });
   plain("expected hit rate", [](R r) { return fmt::format("{:.4f}", r.expected.rate()); });
+  plain("prompt tokens computed", [](R r) {
+    return r.result.stats.prefix_cache_query_tokens - r.result.stats.prefix_cache_hit_tokens;
+  });
+  plain("partial-block hit tokens",
+        [](R r) { return r.result.stats.prefix_cache_partial_hit_tokens; });
   plain("peak KV blocks in use", [](R r) { return r.result.stats.peak_blocks_in_use; });
   plain("evictions / preemptions", [](R r) {
     return fmt::format("{} / {}", r.result.stats.evictions, r.result.stats.preemptions);
@@ -332,7 +338,8 @@ Runner add_bench_command(CLI::App& app) {
       r.host_tier_blocks = engine.info().num_host_kv_blocks;
       r.result = bench::run_workload(engine, *workload, params, progress_bar(mode.label.c_str()));
       r.metrics = bench::compute_metrics(r.result);
-      r.expected = bench::expected_hits(a->spec, info->block_size);
+      r.expected =
+          bench::expected_hits(a->spec, info->block_size, caching && config.partial_block_reuse);
       if (!caching) r.expected.hit_tokens = 0;  // the same queries, nothing cached
       if (caching && r.host_tier_blocks == 0 &&
           (r.result.stats.evictions > 0 || r.result.stats.preemptions > 0))

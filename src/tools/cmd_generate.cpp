@@ -69,6 +69,7 @@ nlohmann::json stats_json(const EngineStats& s) {
           {"prefix_cache_query_blocks", s.prefix_cache_query_blocks},
           {"prefix_cache_hit_blocks", s.prefix_cache_hit_blocks},
           {"prefix_cache_hit_rate", s.prefix_cache_hit_rate},
+          {"prefix_cache_partial_hit_tokens", s.prefix_cache_partial_hit_tokens},
           {"prefix_cache_host_hit_tokens", s.prefix_cache_host_hit_tokens},
           {"host_blocks_used", s.host_blocks_used},
           {"host_blocks_stored", s.host_blocks_stored},

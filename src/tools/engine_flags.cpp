@@ -38,6 +38,8 @@ void add_engine_flags(CLI::App& cmd, EngineFlags& f) {
   cmd.add_option("--num-kv-blocks", f.config.num_kv_blocks,
                  "Number of KV blocks (overrides the byte budget)");
   cmd.add_flag("--no-prefix-cache", f.no_prefix_cache, "Disable automatic prefix caching");
+  cmd.add_flag("--no-partial-blocks", f.no_partial_blocks,
+               "Reuse cached K/V in whole blocks only (not token by token)");
   cmd.add_option("--host-kv-cache-mib", f.host_kv_cache_mib,
                  "Host-memory tier of the prefix cache in MiB: blocks the KV cache evicts are "
                  "kept there and loaded back for a later hit (0 = off)")
@@ -79,6 +81,7 @@ EngineConfig engine_config(const EngineFlags& f) {
                                 : ComputeDType::kAuto;
   c.enable_cuda_graphs = !f.no_cuda_graphs;
   c.enable_prefix_caching = !f.no_prefix_cache;
+  c.partial_block_reuse = !f.no_partial_blocks;
   c.mmap_weights = !f.no_mmap;
   c.schedule_policy =
       f.schedule == "cache-aware" ? SchedulePolicy::kCacheAware : SchedulePolicy::kFcfs;

@@ -16,6 +16,7 @@ struct EngineFlags {
   std::int64_t kv_cache_bytes = 0;
   std::int64_t kv_cache_mib = 0;
   std::int64_t host_kv_cache_mib = 0;
+  bool no_partial_blocks = false;
   std::string dtype = "auto";
   bool no_cuda_graphs = false;
   bool no_prefix_cache = false;

@@ -1,7 +1,8 @@
 // The CUDA backend's host tier: blocks evicted from the GPU's KV cache are copied to pinned
 // host memory and copied back for a later hit. A hit served from the tier must give the same
 // bits as the same hit served from blocks that never left the GPU (the computation is the
-// same; only where the K/V bytes spent the meantime differs). Skips where no GPU can be used.
+// same; only where the K/V bytes spent the meantime differs). Also partial-block reuse's copy
+// within the GPU's pools. Skips where no GPU can be used.
 #include <gtest/gtest.h>
 
 #include "support/gpu_test.h"
@@ -85,6 +86,48 @@ TEST(CudaHostTier, AHitLoadedFromPinnedHostMemoryEqualsOneKeptOnTheGpu) {
   EXPECT_EQ(tiered.stats().prefix_cache_host_hit_tokens, 144);
   EXPECT_TRUE(same_bits(got, want));
   EXPECT_TRUE(tiered.health().ok) << tiered.health().error;
+}
+
+// Partial-block reuse on the GPU: the K/V of a block's first positions copied within the
+// device pools. The request that diverges inside a block must reuse exactly the shared tokens
+// and agree with an engine that computes them (same greedy tokens; logprobs within bf16
+// rounding, since the two compute different numbers of rows).
+TEST(CudaHostTier, APartlyMatchingBlockIsCopiedOnTheGpu) {
+  CACHET_REQUIRE_GPU();
+  testing::TempDir dir;
+  model::MakeModelOptions o;
+  o.arch = model::Arch::kQwen3;
+  o.preset = "small";
+  o.dtype = model::DType::kBF16;
+  o.seed = 12;
+  o.out_dir = dir.path();
+  model::make_model(o);
+  EngineConfig c;
+  c.model_dir = dir.path().string();
+  c.device = Device::kCuda;
+  c.block_size = 16;
+  c.max_model_len = 512;
+  c.num_kv_blocks = 64;
+  c.check_kv_integrity = true;
+  c.debug_poison_kv = true;
+  const auto a = prompt(3, 120);
+  auto b = std::vector<TokenId>(a.begin(), a.begin() + 100);  // diverges at token 100
+  const auto tail = prompt(4, 20);
+  b.insert(b.end(), tail.begin(), tail.end());
+  Engine partial(c);
+  partial.generate({{a, greedy_with_logprobs(4), {}}});
+  const auto got = partial.generate({{b, greedy_with_logprobs(4), {}}})[0];
+  ASSERT_NE(got.finish_reason, FinishReason::kError) << got.error;
+  EXPECT_EQ(got.num_cached_tokens, 100);
+  EXPECT_EQ(partial.stats().prefix_cache_partial_hit_tokens, 4);
+  c.partial_block_reuse = false;
+  Engine whole(c);
+  whole.generate({{a, greedy_with_logprobs(4), {}}});
+  const auto want = whole.generate({{b, greedy_with_logprobs(4), {}}})[0];
+  EXPECT_EQ(want.num_cached_tokens, 96);
+  EXPECT_EQ(got.token_ids, want.token_ids);
+  for (std::size_t t = 0; t < got.logprobs.size() && t < want.logprobs.size(); ++t)
+    EXPECT_NEAR(got.logprobs[t][0].logprob, want.logprobs[t][0].logprob, 0.2) << "token " << t;
 }
 
 }  // namespace

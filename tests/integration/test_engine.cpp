@@ -225,7 +225,9 @@ TEST(Engine, StopTokensMaxTokensAndMaxModelLenEndRequests) {
   EXPECT_EQ(capped.token_ids.size(), 10u);
   EXPECT_GT(capped.ttft_ms, 0.0);
   EXPECT_GE(capped.decode_ms, 0.0);
-  EXPECT_EQ(capped.num_cached_tokens, 8);  // the same prompt ran before: two full blocks of 4 hit
+  // The same prompt of 10 ran before: all but its last token hit (two full blocks of 4, then
+  // one token of the third block, which the earlier run filled with generated tokens).
+  EXPECT_EQ(capped.num_cached_tokens, 9);
 }
 
 TEST(Engine, BadRequestsFailAloneWithClearMessages) {

@@ -269,7 +269,8 @@ TEST(EngineFailure, AFailedCopyFromTheHostTierFailsTheEngine) {
   const auto out = engine.generate({a}, testing::greedy(3));  // a's blocks are in the tier
   EXPECT_EQ(out[0].finish_reason, FinishReason::kError);
   EXPECT_THAT(out[0].error,
-              HasSubstr("copying KV blocks to or from the host tier failed: pinned copy failed"));
+              HasSubstr("copying KV blocks (host tier or partial-block reuse) failed: pinned copy "
+                        "failed"));
   EXPECT_FALSE(engine.health().ok);
   EXPECT_THROW(engine.generate({a}, testing::greedy(1)), Error);
 }

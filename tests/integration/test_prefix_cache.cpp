@@ -371,10 +371,12 @@ void expect_counters(const Engine& engine, const Counters& want) {
 // A request hits the longest cached prefix of at most (L - 1) tokens (its last prompt token
 // is always computed), none when it wants prompt logprobs; afterwards every full block of
 // what it computed is cached: its prompt and generated tokens except the last generated
-// token, whose K/V is never computed.
+// token, whose K/V is never computed. With partial-block reuse the hit goes on after the
+// whole blocks, by the longest run of the request's next tokens that a cached block at that
+// position (after the same prefix, under the same salt) begins with.
 class CacheOracle {
  public:
-  explicit CacheOracle(int block_size) : b_(block_size) {}
+  explicit CacheOracle(int block_size, bool partial = true) : b_(block_size), partial_(partial) {}
 
   std::int32_t expected_hit(const Request& r) const {
     if (r.params.prompt_logprobs) return 0;
@@ -386,7 +388,7 @@ class CacheOracle {
         break;
       hit = k;
     }
-    return hit * b_;
+    return hit * b_ + (partial_ ? partial_hit(r, hit * b_) : 0);
   }
 
   void record(const Request& r, const RequestOutput& out) {
@@ -405,16 +407,39 @@ class CacheOracle {
   }
 
  private:
+  // The tokens after `start` (a block boundary) that a cached block there begins with.
+  int partial_hit(const Request& r, int start) const {
+    const auto& p = r.prompt_token_ids;
+    const int want = std::min(b_, static_cast<int>(p.size()) - 1 - start);
+    int best = 0;
+    for (const auto& [salt, prefix] : cached_) {
+      if (salt != r.cache_salt || static_cast<int>(prefix.size()) != start + b_ ||
+          !std::equal(p.begin(), p.begin() + start, prefix.begin()))
+        continue;
+      int run = 0;
+      while (run < want && prefix[static_cast<std::size_t>(start + run)] ==
+                               p[static_cast<std::size_t>(start + run)])
+        ++run;
+      best = std::max(best, run);
+    }
+    return best;
+  }
+
   int b_;
+  bool partial_;
   std::set<std::pair<std::string, std::vector<TokenId>>> cached_;
 };
 
+// Whole blocks only (partial_block_reuse off): the block where the prompts diverge is
+// recomputed.
 TEST(PrefixCacheAccounting, SharedSystemPromptThenUniqueSuffixes) {
   TinyModel m(model::Arch::kQwen2);
   const int vocab = m.vocab();
   for (std::int32_t b : {1, 4, 16}) {
     SCOPED_TRACE("block_size " + std::to_string(b));
-    Engine engine(m.engine_config(b));
+    EngineConfig config = m.engine_config(b);
+    config.partial_block_reuse = false;
+    Engine engine(config);
     const int system_len = 37;  // not a multiple of any block size but 1
     const auto system = prompt(500, system_len, vocab);
     Counters want;
@@ -446,7 +471,9 @@ TEST(PrefixCacheAccounting, SharedSystemPromptThenUniqueSuffixes) {
 TEST(PrefixCacheAccounting, SamePromptTwiceHitsAllButTheLastTokensBlock) {
   TinyModel m(model::Arch::kLlama);
   for (std::int32_t b : {1, 4, 16}) {
-    Engine engine(m.engine_config(b));
+    EngineConfig config = m.engine_config(b);
+    config.partial_block_reuse = false;  // whole blocks only; the next test reuses partly
+    Engine engine(config);
     Counters want;
     // Lengths on, just past and just before block boundaries, and shorter than one block.
     for (int len : {1, 2, 3, 4, 5, 8, 15, 16, 17, 31, 32, 33, 48}) {
@@ -468,37 +495,107 @@ TEST(PrefixCacheAccounting, SamePromptTwiceHitsAllButTheLastTokensBlock) {
   }
 }
 
+// With partial-block reuse (the default) the same prompt twice hits all but its last token
+// whenever the first run filled the block holding its second-to-last token (with prompt or
+// generated tokens), and the shared system prompt hits to its last token whenever a block
+// that straddles into another suffix is cached.
+TEST(PrefixCacheAccounting, PartialBlockReuseHitsToTheToken) {
+  TinyModel m(model::Arch::kLlama);
+  const int vocab = m.vocab();
+  for (std::int32_t b : {4, 16}) {
+    SCOPED_TRACE("block_size " + std::to_string(b));
+    Engine engine(m.engine_config(b));
+    Engine off(m.engine_config(b, false));
+    // 2b + 3 tokens, b generated: 3b + 2 computed, so the third block is full and cached.
+    auto p = prompt(900 + b, 2 * b + 3, vocab);
+    auto first = engine.generate({p}, greedy(b))[0];
+    auto second = engine.generate({p}, greedy(b))[0];
+    EXPECT_EQ(second.num_cached_tokens, 2 * b + 2);
+    EXPECT_EQ(diff(second, first), "");
+    // Another suffix after the same 2b + 1 tokens: the third block's first token is reused.
+    auto other =
+        concat(std::vector<TokenId>(p.begin(), p.begin() + 2 * b + 1), prompt(950 + b, 6, vocab));
+    other[static_cast<std::size_t>(2 * b + 1)] = static_cast<TokenId>(
+        (p[static_cast<std::size_t>(2 * b + 1)] + 1) % vocab);  // diverges right there
+    auto third = engine.generate({other}, greedy(b))[0];
+    EXPECT_EQ(third.num_cached_tokens, 2 * b + 1);
+    EXPECT_EQ(diff(third, off.generate({other}, greedy(b))[0]), "");
+    const EngineStats s = engine.stats();
+    EXPECT_EQ(s.prefix_cache_partial_hit_tokens, 2 + 1);
+    EXPECT_EQ(s.prefix_cache_hit_blocks, 2 + 2);  // whole blocks only
+    expect_blocks_released(engine);
+  }
+}
+
+// The workload in small: 16 requests, all at once, sharing a prompt of 100 tokens
+// and each with 30 of its own, block size 16. Whole blocks compute 130 + 15 x 34 prompt
+// tokens (the shared prompt's last 4 tokens again in each request's seventh block); token
+// by token, 130 + 15 x 30 = 580, with outputs equal to cache-off.
+TEST(PrefixCacheAccounting, SharedPrefixComputesEachTokenOnce) {
+  TinyModel m(model::Arch::kQwen3);
+  const int vocab = m.vocab();
+  const auto shared = prompt(960, 100, vocab);
+  std::vector<Request> requests;
+  for (int i = 0; i < 16; ++i) {
+    auto own = prompt(961 + i, 30, vocab);
+    own[0] = static_cast<TokenId>(1 + i);  // the requests diverge at token 100
+    requests.push_back({concat(shared, own), greedy(4), {}});
+  }
+  for (bool partial : {true, false}) {
+    SCOPED_TRACE(partial ? "partial-block reuse" : "whole blocks");
+    EngineConfig c = m.engine_config(16);
+    c.partial_block_reuse = partial;
+    Engine engine(c);
+    auto got = generate_together(engine, requests);
+    Engine off(m.engine_config(16, false));
+    expect_same_outputs(got, generate_together(off, requests));
+    const EngineStats s = engine.stats();
+    // The gate request's one token is a query too (see generate_together).
+    const std::int64_t computed = s.prefix_cache_query_tokens - 1 - s.prefix_cache_hit_tokens;
+    EXPECT_EQ(computed, partial ? 130 + 15 * 30 : 130 + 15 * 34);
+    EXPECT_EQ(s.prefix_cache_partial_hit_tokens, partial ? 15 * 4 : 0);
+    expect_blocks_released(engine);
+  }
+}
+
 // Random sequential workloads against the oracle: every request's num_cached_tokens and the
 // cumulative counters are predicted exactly, for block sizes 1, 4 and 16.
 TEST(PrefixCacheAccounting, RandomSequentialWorkloadsMatchTheOracle) {
   TinyModel m(model::Arch::kQwen3);
   for (std::int32_t b : {1, 4, 16}) {
-    SCOPED_TRACE("block_size " + std::to_string(b));
-    WorkloadOptions o;
-    o.sequential_only = true;
-    o.num_waves = 3;
-    o.requests_per_wave = 8;
-    auto waves = make_workload(4242 + b, m.vocab(), b, o);
-    Engine engine(m.engine_config(b));
-    CacheOracle oracle(b);
-    Counters want;
-    int index = 0;
-    for (const auto& wave : waves) {
-      for (const Request& r : wave.requests) {
-        const std::int32_t hit = oracle.expected_hit(r);
-        auto out = engine.generate({r})[0];
-        ASSERT_NE(out.finish_reason, FinishReason::kError) << out.error;
-        EXPECT_EQ(out.num_cached_tokens, hit)
-            << "request " << index << ", length " << r.prompt_token_ids.size();
-        oracle.count(r, hit, want);
-        oracle.record(r, out);
-        ++index;
+    for (bool partial : {true, false}) {
+      SCOPED_TRACE("block_size " + std::to_string(b) + (partial ? ", partial" : ", whole blocks"));
+      WorkloadOptions o;
+      o.sequential_only = true;
+      o.num_waves = 3;
+      o.requests_per_wave = 8;
+      auto waves = make_workload(4242 + b, m.vocab(), b, o);
+      EngineConfig config = m.engine_config(b);
+      config.partial_block_reuse = partial;
+      Engine engine(config);
+      CacheOracle oracle(b, partial);
+      Counters want;
+      int index = 0;
+      for (const auto& wave : waves) {
+        for (const Request& r : wave.requests) {
+          const std::int32_t hit = oracle.expected_hit(r);
+          auto out = engine.generate({r})[0];
+          ASSERT_NE(out.finish_reason, FinishReason::kError) << out.error;
+          EXPECT_EQ(out.num_cached_tokens, hit)
+              << "request " << index << ", length " << r.prompt_token_ids.size();
+          oracle.count(r, hit, want);
+          oracle.record(r, out);
+          ++index;
+        }
       }
+      expect_counters(engine, want);
+      EXPECT_GT(want.hit_tokens, 0);
+      if (partial && b > 1) {
+        EXPECT_GT(engine.stats().prefix_cache_partial_hit_tokens, 0);
+      }
+      EXPECT_EQ(engine.stats().evictions, 0);
+      expect_blocks_released(engine);
     }
-    expect_counters(engine, want);
-    EXPECT_GT(want.hit_tokens, 0);
-    EXPECT_EQ(engine.stats().evictions, 0);
-    expect_blocks_released(engine);
   }
 }
 
@@ -521,11 +618,13 @@ TEST(PrefixCacheAccounting, PromptLogprobsComputeEverythingButStillFillTheCache)
   auto b = on.generate({q}, with_plp)[0];
   EXPECT_EQ(b.num_cached_tokens, 0);
   auto c = on.generate({q}, greedy(3))[0];
-  EXPECT_EQ(c.num_cached_tokens, 28);  // filled by the prompt-logprobs request
+  // Filled by the prompt-logprobs request: 7 whole blocks, and the 8th, which it filled with
+  // generated tokens, for the one prompt token c leaves before its last.
+  EXPECT_EQ(c.num_cached_tokens, 29);
   EXPECT_EQ(diff(b, off.generate({q}, with_plp)[0]), "");
   EXPECT_EQ(diff(c, off.generate({q}, greedy(3))[0]), "");
-  // warm (22 tokens, no hit), a (22, none used), b (30, none), c (30, 28 = 7 blocks).
-  Counters want{22 + 22 + 30 + 30, 28, 5 + 5 + 7 + 7, 7};
+  // warm (22 tokens, no hit), a (22, none used), b (30, none), c (30, 29: 7 blocks + 1).
+  Counters want{22 + 22 + 30 + 30, 29, 5 + 5 + 7 + 7, 7};
   expect_counters(on, want);
   expect_blocks_released(on);
   expect_blocks_released(off);
@@ -584,6 +683,10 @@ TEST(PrefixCacheDedup, RequestsAdmittedTogetherComputeASharedPrefixOnce) {
     SCOPED_TRACE("max_num_batched_tokens " + std::to_string(budget));
     EngineConfig c = m.engine_config(4);
     c.max_num_batched_tokens = budget;
+    // Whole blocks: how much of the divergent block the later requests reuse partly depends
+    // on whether its first request has filled it by their admission (SharedPrefixComputes-
+    // EachTokenOnce covers that); this test is about the deferral.
+    c.partial_block_reuse = false;
     Engine on(c);
     c.enable_prefix_caching = false;
     Engine off(c);
@@ -642,7 +745,8 @@ TEST(PrefixCacheSalt, SameSaltHitsDifferentSaltMissesAndCacheOffNeverHits) {
     expect_blocks_released(engine);
     return hits;
   };
-  EXPECT_EQ(run(true), (std::vector<std::int32_t>{0, 24, 0, 0, 24, 24}));
+  // 6 whole blocks, then the first of the two tokens in the 7th (filled by generated tokens).
+  EXPECT_EQ(run(true), (std::vector<std::int32_t>{0, 25, 0, 0, 25, 25}));
   EXPECT_EQ(run(false), (std::vector<std::int32_t>{0, 0, 0, 0, 0, 0}));
 }
 
@@ -673,7 +777,7 @@ TEST(PrefixCacheSalt, SaltIsolatesEveryBlockNotOnlyTheFirst) {
   auto other = engine.generate({{p, greedy(1), "y"}})[0];
   EXPECT_EQ(other.num_cached_tokens, 0);
   auto same = engine.generate({{p, greedy(1), "x"}})[0];
-  EXPECT_EQ(same.num_cached_tokens, 36);
+  EXPECT_EQ(same.num_cached_tokens, 39);  // 9 whole blocks and 3 tokens of the 10th
   expect_blocks_released(engine);
 }
 

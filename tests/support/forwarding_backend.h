@@ -32,6 +32,9 @@ class ForwardingBackend : public backend::Backend {
   void load_blocks(std::span<const backend::HostCopy> copies) override {
     inner_->load_blocks(copies);
   }
+  void copy_block_prefixes(std::span<const backend::BlockPrefixCopy> copies) override {
+    inner_->copy_block_prefixes(copies);
+  }
   bool samples_on_device() const override { return inner_->samples_on_device(); }
   void forward_sample(const backend::ForwardBatch& batch,
                       const std::vector<backend::SampleSpec>& specs,

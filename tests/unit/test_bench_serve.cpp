@@ -164,6 +164,24 @@ TEST(BenchExpectedHits, SharedPrefixCountsWholeSystemBlocksOfAllButTheFirstPerGr
   EXPECT_EQ(expected_hits(shared_prefix(2, 1, 64, 9, 4), 8).hit_tokens, 0);
 }
 
+TEST(BenchExpectedHits, PartialBlockReuseHitsTheWholeSystemPrompt) {
+  // 37 + 9 tokens, block 8: the straddling block (32..39) is full in the first prompt, so
+  // the others reuse all 37 tokens.
+  EXPECT_EQ(expected_hits(shared_prefix(3, 5, 37, 9, 4), 8, true).hit_tokens, 3 * 4 * 37);
+  // A system prompt shorter than a block is shared too, token by token.
+  EXPECT_EQ(expected_hits(shared_prefix(2, 4, 7, 9, 4), 8, true).hit_tokens, 2 * 3 * 7);
+  // 37 + 2: the first prompt ends inside the straddling block, which is never cached.
+  EXPECT_EQ(expected_hits(shared_prefix(3, 5, 37, 2, 4), 8, true).hit_tokens, 3 * 4 * 32);
+  // Multi-turn gains nothing (the previous turn's partial block was never cached).
+  WorkloadSpec m;
+  m.kind = WorkloadKind::kMultiTurn;
+  m.conversations = 2;
+  m.turns = 3;
+  m.user_len = 7;
+  m.output_len = 3;
+  EXPECT_EQ(expected_hits(m, 4, true).hit_tokens, expected_hits(m, 4).hit_tokens);
+}
+
 TEST(BenchExpectedHits, MultiTurnHitsWhatThePreviousTurnComputed) {
   WorkloadSpec s;
   s.kind = WorkloadKind::kMultiTurn;

@@ -32,8 +32,6 @@ using kv::KvCacheManager;
 using kv::PrefixMatch;
 using kv::SeqBlocks;
 using testing::chance;
-using testing::Key;
-using testing::key_of;
 using testing::uniform;
 using Tables = std::vector<const std::vector<BlockId>*>;
 
@@ -292,20 +290,111 @@ TEST(KvCacheManagerHostTier, NoTierWithoutCaching) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Partial-block reuse.
+
+TEST(KvCacheManagerPartialReuse, AMatchGoesOnInsideTheBlockWhereThePromptsDiverge) {
+  KvCacheManager kv(8, kBs, true, 0, true);
+  auto a = tokens_from(100, 12);  // 3 blocks
+  SeqBlocks sa = admit_all(kv, a);
+  kv.free(sa);
+  kv.take_transfers();
+  // Shares a's first 6 tokens, then differs: one whole block, then 2 tokens of the second.
+  auto b = tokens_from(100, 6);
+  b.push_back(999);
+  b.push_back(998);
+  b.push_back(997);
+  SeqBlocks sb;
+  kv.update_hashes(sb, b);
+  const PrefixMatch m = kv.match(sb, b, static_cast<std::int32_t>(b.size()) - 1);
+  EXPECT_EQ(m.blocks.size(), 1u);
+  ASSERT_TRUE(m.partial.has_value());
+  EXPECT_EQ(*m.partial, BlockId{1});  // a's second block
+  EXPECT_EQ(m.partial_tokens, 2);
+  EXPECT_EQ(m.num_tokens, 6);
+  // The match never reaches the last prompt token, even inside a block.
+  SeqBlocks same;
+  kv.update_hashes(same, a);
+  EXPECT_EQ(kv.match(same, a, 10).num_tokens, 10);
+  EXPECT_EQ(kv.match(same, a, 10).partial_tokens, 2);
+  ASSERT_TRUE(kv.admit(sb, m, static_cast<std::int32_t>(b.size())));
+  EXPECT_EQ(sb.num_registered, 1);
+  EXPECT_EQ(kv.pool().ref_count(*m.partial), 1) << "the source is held until its copy runs";
+  // Evictions before the copy runs cannot take the source: 3 free blocks and a's third, not
+  // the 5 there would be with the source.
+  SeqBlocks filler;
+  EXPECT_FALSE(kv.grow(filler, 5 * kBs));
+  EXPECT_TRUE(kv.grow(filler, 4 * kBs));
+  const kv::Transfers t = kv.take_transfers();
+  ASSERT_EQ(t.prefix_copies.size(), 1u);
+  EXPECT_EQ(t.prefix_copies[0].from, *m.partial);
+  EXPECT_EQ(t.prefix_copies[0].to, sb.blocks[1]);
+  EXPECT_EQ(t.prefix_copies[0].num_tokens, 2);
+  EXPECT_EQ(kv.pool().ref_count(*m.partial), 0);
+  kv.check_integrity(Tables{&sb.blocks, &filler.blocks});
+  kv.free(filler);
+}
+
+TEST(KvCacheManagerPartialReuse, OnlyABlockAfterTheSameParentAndSaltQualifies) {
+  KvCacheManager kv(8, kBs, true, 0, true);
+  const auto a = tokens_from(100, 8);
+  SeqBlocks sa = admit_all(kv, a, "tenant-a");
+  kv.free(sa);
+  auto first_diverges = tokens_from(100, 2);
+  first_diverges.push_back(5);
+  first_diverges.push_back(6);
+  first_diverges.push_back(7);
+  for (const char* salt : {"", "tenant-b"}) {
+    SeqBlocks seq;
+    seq.salt = salt;
+    kv.update_hashes(seq, first_diverges);
+    EXPECT_FALSE(kv.match(seq, first_diverges, 4).partial) << "salt '" << salt << "'";
+  }
+  SeqBlocks own;
+  own.salt = "tenant-a";
+  kv.update_hashes(own, first_diverges);
+  EXPECT_EQ(kv.match(own, first_diverges, 4).partial_tokens, 2);
+  // A prompt whose first block differs from the first token on finds nothing further: a's
+  // second block follows a's first, not this one.
+  auto other_parent = tokens_from(500, 4);
+  const auto tail = tokens_from(104, 3);
+  other_parent.insert(other_parent.end(), tail.begin(), tail.end());
+  SeqBlocks seq;
+  seq.salt = "tenant-a";
+  kv.update_hashes(seq, other_parent);
+  EXPECT_FALSE(kv.match(seq, other_parent, 6).partial);
+  KvCacheManager whole(8, kBs, true);
+  SeqBlocks sw = admit_all(whole, a);
+  whole.free(sw);
+  SeqBlocks w;
+  whole.update_hashes(w, first_diverges);
+  EXPECT_FALSE(whole.match(w, first_diverges, 4).partial) << "off unless asked for";
+}
+
+// ---------------------------------------------------------------------------------------
 // Randomized: steps of admissions, growth and frees on a tiny pool and tier, with the
-// content of every device block and host slot tracked through the copies.
+// content of every position of every device block and host slot tracked through the copies
+// (saves, loads and partial-block reuse's prefix copies).
 
 struct TierStats {
-  std::int64_t steps = 0, saves = 0, loads = 0, host_hit_blocks = 0, device_hit_blocks = 0,
-               host_evictions = 0;
+  std::int64_t steps = 0, saves = 0, loads = 0, prefix_copies = 0, host_hit_blocks = 0,
+               device_hit_blocks = 0, partial_hit_tokens = 0, host_evictions = 0;
+};
+
+// What a block holds: the K/V of positions [first, tokens.size()) computed after
+// tokens[0, position] under `salt`.
+struct Held {
+  std::string salt;
+  std::vector<TokenId> tokens;
+  std::int32_t first = 0;
 };
 
 class TierFuzz {
  public:
-  TierFuzz(std::uint64_t seed, TierStats& stats)
+  TierFuzz(std::uint64_t seed, bool partial, std::int64_t host_slots, TierStats& stats)
       : rng_(seed),
         bs_(uniform(rng_, 1, 4)),
-        kv_(uniform(rng_, 4, 12), bs_, true, uniform(rng_, 1, 16)),
+        kv_(uniform(rng_, 4, 12), bs_, true, host_slots < 0 ? uniform(rng_, 1, 16) : host_slots,
+            partial),
         device_(static_cast<std::size_t>(kv_.pool().num_blocks())),
         host_(static_cast<std::size_t>(kv_.host_tier().num_slots())),
         stats_(stats) {
@@ -379,17 +468,37 @@ class TierFuzz {
     s.computed = m.num_tokens;
     stats_.device_hit_blocks += static_cast<std::int64_t>(m.blocks.size());
     stats_.host_hit_blocks += static_cast<std::int64_t>(m.host_slots.size());
+    stats_.partial_hit_tokens += m.partial_tokens;
   }
 
-  // What the backend does with the step's copies: every save, then every load.
+  // What the backend does with the step's copies: every save, then every load, then every
+  // prefix copy (the first positions of one block into another).
   void run_copies() {
     const kv::Transfers t = kv_.take_transfers();
     for (const auto& c : t.saves)
       host_.at(static_cast<std::size_t>(c.host_slot)) = device_.at(idx(c.device));
     for (const auto& c : t.loads)
       device_.at(idx(c.device)) = host_.at(static_cast<std::size_t>(c.host_slot));
+    for (const auto& c : t.prefix_copies) {
+      std::optional<Held> from = device_.at(idx(c.from));
+      if (from) {
+        const auto end = std::min<std::size_t>(
+            from->tokens.size(), static_cast<std::size_t>(from->first + c.num_tokens));
+        from->tokens.resize(end);
+      }
+      device_.at(idx(c.to)) = from;
+    }
     stats_.saves += static_cast<std::int64_t>(t.saves.size());
     stats_.loads += static_cast<std::int64_t>(t.loads.size());
+    stats_.prefix_copies += static_cast<std::int64_t>(t.prefix_copies.size());
+  }
+
+  // Whether `held` is what block `b` of `s` must hold for its positions before `end`.
+  bool holds(const std::optional<Held>& held, const Seq& s, std::int32_t b,
+             std::int32_t end) const {
+    return held && held->salt == s.kv.salt && held->first == b * bs_ &&
+           static_cast<std::int32_t>(held->tokens.size()) >= end &&
+           std::equal(s.tokens.begin(), s.tokens.begin() + end, held->tokens.begin());
   }
 
   // The forward pass: every admitted sequence computes its remaining tokens, writing each
@@ -400,10 +509,14 @@ class TierFuzz {
       const auto size = static_cast<std::int32_t>(s.tokens.size());
       for (std::int32_t b = s.computed / bs_; b * bs_ < size; ++b) {
         auto& held = device_.at(idx(s.kv.blocks.at(static_cast<std::size_t>(b))));
-        if ((b + 1) * bs_ <= size)
-          held = key_of(s.kv.salt, s.tokens, static_cast<std::size_t>(b) + 1, bs_);
-        else
-          held.reset();  // a partial block: never read through the cache
+        // The positions before `computed` are read, not written: they must be right already.
+        if (s.computed > b * bs_) {
+          ASSERT_TRUE(holds(held, s, b, s.computed))
+              << "block " << b << " read before position " << s.computed << " holds other K/V";
+        }
+        const std::int32_t end = std::min(size, (b + 1) * bs_);
+        held = Held{s.kv.salt, std::vector<TokenId>(s.tokens.begin(), s.tokens.begin() + end),
+                    b * bs_};
       }
       s.computed = size;
       kv_.commit(s.kv, s.tokens, size);
@@ -411,13 +524,14 @@ class TierFuzz {
     stats_.host_evictions = std::max(stats_.host_evictions, kv_.host_tier().num_evictions());
   }
 
-  // Every full block of every admitted sequence holds its content, loaded or computed.
+  // Every block of every admitted sequence holds its content, loaded, copied or computed.
   void check_tables() {
     for (const Seq& s : seqs_) {
       if (!s.admitted) continue;
-      for (std::size_t b = 0; b < s.tokens.size() / static_cast<std::size_t>(bs_); ++b) {
-        const auto& held = device_.at(idx(s.kv.blocks.at(b)));
-        ASSERT_TRUE(held && *held == key_of(s.kv.salt, s.tokens, b + 1, bs_))
+      const auto size = static_cast<std::int32_t>(s.tokens.size());
+      for (std::int32_t b = 0; b * bs_ < size; ++b) {
+        ASSERT_TRUE(holds(device_.at(idx(s.kv.blocks.at(static_cast<std::size_t>(b)))), s, b,
+                          std::min(size, (b + 1) * bs_)))
             << "block " << b << " of a sequence holds other K/V";
       }
     }
@@ -433,31 +547,60 @@ class TierFuzz {
   std::mt19937_64 rng_;
   std::int32_t bs_;
   KvCacheManager kv_;
-  std::vector<std::optional<Key>> device_;  // what each device block holds
-  std::vector<std::optional<Key>> host_;    // what each host slot holds
+  std::vector<std::optional<Held>> device_;  // what each device block holds
+  std::vector<std::optional<Held>> host_;    // what each host slot holds
   std::vector<std::vector<TokenId>> docs_;
   std::vector<Seq> seqs_;
   TierStats& stats_;
 };
 
-TEST(KvCacheManagerHostTier, RandomStepsReadTheRightContentThroughEveryTier) {
+void print_stats(const TierStats& stats) {
+  std::printf(
+      "[ stats    ] %lld steps, %lld saves, %lld loads, %lld prefix copies, %lld device / %lld "
+      "host hit blocks, %lld partial hit tokens\n",
+      static_cast<long long>(stats.steps), static_cast<long long>(stats.saves),
+      static_cast<long long>(stats.loads), static_cast<long long>(stats.prefix_copies),
+      static_cast<long long>(stats.device_hit_blocks),
+      static_cast<long long>(stats.host_hit_blocks),
+      static_cast<long long>(stats.partial_hit_tokens));
+}
+
+TierStats run_fuzz(std::uint64_t first_seed, bool partial, std::int64_t host_slots) {
   constexpr int kRuns = 600, kSteps = 60;
   TierStats stats;
+  const bool failed_before = ::testing::Test::HasFailure();
   for (int i = 0; i < kRuns; ++i) {
-    const std::uint64_t seed = 0x71e40000u + static_cast<std::uint64_t>(i);
+    const std::uint64_t seed = first_seed + static_cast<std::uint64_t>(i);
     SCOPED_TRACE("seed " + std::to_string(seed));
-    TierFuzz(seed, stats).run(kSteps);
-    if (HasFatalFailure() || HasFailure()) return;
+    TierFuzz(seed, partial, host_slots, stats).run(kSteps);
+    if (::testing::Test::HasFailure() && !failed_before) break;  // the first failing seed
   }
+  print_stats(stats);
+  return stats;
+}
+
+TEST(KvCacheManagerHostTier, RandomStepsReadTheRightContentThroughEveryTier) {
+  const TierStats stats = run_fuzz(0x71e40000u, false, -1);
   EXPECT_GT(stats.saves, 1000);
   EXPECT_GT(stats.loads, 1000);
   EXPECT_GT(stats.host_hit_blocks, 1000);
   EXPECT_GT(stats.device_hit_blocks, 1000);
-  std::printf(
-      "[ stats    ] %lld steps, %lld saves, %lld loads, %lld device / %lld host hit blocks\n",
-      static_cast<long long>(stats.steps), static_cast<long long>(stats.saves),
-      static_cast<long long>(stats.loads), static_cast<long long>(stats.device_hit_blocks),
-      static_cast<long long>(stats.host_hit_blocks));
+  EXPECT_EQ(stats.prefix_copies, 0);
+}
+
+// Partial-block reuse with and without the host tier: every prefix copy lands before it is
+// read, from a block that still holds what the match saw.
+TEST(KvCacheManagerPartialReuse, RandomStepsReadTheRightContentFromPartlyMatchedBlocks) {
+  for (std::int64_t host_slots : {0, -1}) {
+    SCOPED_TRACE(host_slots == 0 ? "no host tier" : "host tier");
+    const TierStats stats = run_fuzz(0x9a710000u, true, host_slots);
+    EXPECT_GT(stats.prefix_copies, 500);
+    EXPECT_GT(stats.partial_hit_tokens, 1000);
+    EXPECT_GT(stats.device_hit_blocks, 1000);
+    if (host_slots != 0) {
+      EXPECT_GT(stats.loads, 1000);
+    }
+  }
 }
 
 }  // namespace

@@ -59,6 +59,7 @@ class CpuBackend final : public Backend {
   void allocate_host_tier(std::int64_t num_slots) override;
   void save_blocks(std::span<const HostCopy> copies) override { copy_blocks(copies, true); }
   void load_blocks(std::span<const HostCopy> copies) override { copy_blocks(copies, false); }
+  void copy_block_prefixes(std::span<const BlockPrefixCopy> copies) override;
 
   std::span<const float> pool(std::int32_t layer, bool value) const {
     const auto& pools = value ? v_pools_ : k_pools_;
@@ -317,6 +318,29 @@ void CpuBackend::copy_blocks(std::span<const HostCopy> copies, bool to_host) {
         std::memcpy(device, host, tile * sizeof(float));
     }
   });
+}
+
+void CpuBackend::copy_block_prefixes(std::span<const BlockPrefixCopy> copies) {
+  for (const BlockPrefixCopy& c : copies) {
+    if (c.from < 0 || c.from >= kv_.num_blocks || c.to < 0 || c.to >= kv_.num_blocks ||
+        c.num_tokens < 0 || c.num_tokens > kv_.block_size)
+      fail_setup(ErrorCode::kInvalidArgument,
+                 fmt::format("block prefix copy: block {} -> {} of {} tokens out of range", c.from,
+                             c.to, c.num_tokens));
+  }
+  // [num_blocks, kv_heads, block_size, head_dim]: per head, the first num_tokens rows.
+  const std::size_t row = static_cast<std::size_t>(kv_.head_dim);
+  const std::size_t head = static_cast<std::size_t>(kv_.block_size) * row;
+  const std::size_t block = static_cast<std::size_t>(kv_.num_kv_heads) * head;
+  for (const BlockPrefixCopy& c : copies)
+    for (auto* pools : {&k_pools_, &v_pools_})
+      for (auto& pool : *pools)
+        for (std::int32_t h = 0; h < kv_.num_kv_heads; ++h) {
+          const std::size_t offset = static_cast<std::size_t>(h) * head;
+          std::memcpy(pool.data.get() + static_cast<std::size_t>(c.to) * block + offset,
+                      pool.data.get() + static_cast<std::size_t>(c.from) * block + offset,
+                      static_cast<std::size_t>(c.num_tokens) * row * sizeof(float));
+        }
 }
 
 void CpuBackend::grow_scratch(std::int64_t num_tokens, std::int64_t num_logits) {

@@ -16,6 +16,7 @@
 #include "backend/cuda/device_sampler.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/host_kv_tier.h"
+#include "backend/cuda/kv_block_copy.h"
 #include "backend/cuda/weight_upload.h"
 #include "cachet/errors.h"
 #include "ops.h"
@@ -60,6 +61,7 @@ class CudaBackend final : public Backend {
   bool samples_on_device() const override { return true; }
   void poison_blocks(std::span<const std::int32_t> blocks) override;
   void allocate_host_tier(std::int64_t num_slots) override;
+  void copy_block_prefixes(std::span<const BlockPrefixCopy> copies) override;
   void save_blocks(std::span<const HostCopy> copies) override {
     host_tier_.copy(copies, true, stream_.get());
   }
@@ -155,6 +157,7 @@ class CudaBackend final : public Backend {
 
   DeviceBuffer kv_cache_;  // [layers][K, V][num_blocks, kv_heads, block_size, head_dim]
   cuda::HostKvTier host_tier_;
+  cuda::KvPools kv_pools() const;  // the KV cache's geometry for the block copies
   std::size_t kv_pool_elems_ = 0;
 
   // Activations for max_tokens_ tokens.
@@ -689,11 +692,24 @@ void CudaBackend::capture_graphs() {
   plan_.num_graphs = static_cast<std::int32_t>(graphs_.size());
 }
 
+cuda::KvPools CudaBackend::kv_pools() const {
+  const std::size_t row = static_cast<std::size_t>(kv_.head_dim) * 2;
+  return {kv_cache_.as<char>(),
+          kv_pool_elems_ * 2,
+          static_cast<std::size_t>(kv_.num_kv_heads) * kv_.block_size * row,
+          2 * config_.num_layers,
+          kv_.num_blocks,
+          kv_.num_kv_heads,
+          kv_.block_size,
+          row};
+}
+
 void CudaBackend::allocate_host_tier(std::int64_t num_slots) {
-  const std::size_t tile =
-      static_cast<std::size_t>(kv_.num_kv_heads) * kv_.block_size * kv_.head_dim * 2;
-  host_tier_ = cuda::HostKvTier(num_slots, {kv_cache_.as<char>(), kv_pool_elems_ * 2, tile,
-                                            2 * config_.num_layers, kv_.num_blocks});
+  host_tier_ = cuda::HostKvTier(num_slots, kv_pools());
+}
+
+void CudaBackend::copy_block_prefixes(std::span<const BlockPrefixCopy> copies) {
+  cuda::copy_block_prefixes(kv_pools(), copies, stream_.get());
 }
 
 void CudaBackend::poison_blocks(std::span<const std::int32_t> blocks) {

@@ -10,18 +10,9 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_util.h"
+#include "backend/cuda/kv_block_copy.h"
 
 namespace cachet::backend::cuda {
-
-// The device side of the copies: `num_pools` pools (every layer's K and V), each `pool_bytes`
-// after the one before from `base`, block b's tile at b * tile_bytes in each.
-struct KvPools {
-  char* base = nullptr;
-  std::size_t pool_bytes = 0;
-  std::size_t tile_bytes = 0;
-  std::int32_t num_pools = 0;
-  std::int64_t num_blocks = 0;
-};
 
 class HostKvTier {
  public:
