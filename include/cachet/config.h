@@ -61,6 +61,10 @@ struct EngineConfig {
   // computed (SGLang's page size 1, TensorRT-LLM's partial reuse). Needs
   // enable_prefix_caching; outputs are the same either way.
   bool partial_block_reuse = true;
+  // The most of the KV cache that prefix pins (Request::cache_pin) may hold, as a fraction of
+  // num_kv_blocks in [0, 1]; a pin beyond it is refused. Pinned blocks still give way when
+  // nothing else is evictable, so pins never starve running requests.
+  double max_pinned_fraction = 0.5;
   // Order in which waiting requests are admitted.
   SchedulePolicy schedule_policy = SchedulePolicy::kFcfs;
   // Number of KV blocks. 0: as many as `kv_cache_bytes` allows.

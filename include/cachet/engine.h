@@ -50,6 +50,20 @@ struct TokenLogprob {
   float logprob = 0.0f;
 };
 
+// Keep a request's prompt prefix cached for a while (like a hosted API's cache_control). The
+// prefix's KV blocks are pinned for `ttl_seconds` once the prompt has been computed, and
+// every later hit on them extends the pin by its TTL: pinned blocks are evicted from the KV
+// cache only when no unpinned cached block is left, and after the TTL they are ordinary
+// cached blocks again. Pins are bounded by EngineConfig::max_pinned_fraction; a pin that
+// does not fit is refused (RequestOutput::pin_error), the request runs as usual.
+struct CachePin {
+  // Prompt tokens to keep, from the start, in whole KV blocks (rounded down); 0 or more than
+  // the prompt: all of its whole blocks.
+  std::int32_t num_tokens = 0;
+  // Seconds; 0 unpins the prefix instead (ends the pins of its blocks now).
+  double ttl_seconds = 300.0;
+};
+
 // One request: a prompt and its sampling parameters. The prompt is either token ids or
 // text, which the model's tokenizer encodes with its special tokens (e.g. Llama's BOS), as
 // Hugging Face's tokenizer(text) does.
@@ -60,6 +74,7 @@ struct Request {
   // salt like any other.
   std::string cache_salt;
   std::string prompt;  // text, used when prompt_token_ids is empty (giving both is an error)
+  std::optional<CachePin> cache_pin;
 };
 
 // Identifies a submitted request; unique for the engine's lifetime.
@@ -87,6 +102,9 @@ struct RequestOutput {
   std::string error;
   // Prompt tokens whose K/V came from the prefix cache instead of being computed.
   std::int32_t num_cached_tokens = 0;
+  // With Request::cache_pin: the prompt tokens pinned (whole blocks), or why none were.
+  std::int32_t num_pinned_tokens = 0;
+  std::string pin_error;
   // From submission to the first generated token, milliseconds.
   double ttft_ms = 0.0;
   // From the first to the last generated token, milliseconds.
@@ -137,6 +155,7 @@ struct EngineStats {
   std::int64_t blocks_cached = 0;  // unreferenced, kept for reuse, evictable
   std::int64_t blocks_in_use = 0;
   std::int64_t peak_blocks_in_use = 0;
+  std::int64_t blocks_pinned = 0;  // KV blocks held by prefix pins (Request::cache_pin) now
   std::int64_t evictions = 0;
   std::int64_t preemptions = 0;
   std::int64_t num_running = 0;

@@ -41,6 +41,8 @@ EngineCore::EngineCore(const EngineConfig& config, const EngineInfo& info, model
           info.num_host_kv_blocks, config.partial_block_reuse),
       scheduler_({config.max_num_seqs, config.max_num_batched_tokens, config.schedule_policy},
                  kv_) {
+  kv_.set_pin_budget(static_cast<std::int64_t>(config.max_pinned_fraction *
+                                               static_cast<double>(info.num_kv_blocks)));
   if (config_.debug_poison_kv) {
     // Every block starts poisoned; from now on each block that returns to the free list is
     // poisoned again before the next forward pass.
@@ -107,6 +109,11 @@ std::string EngineCore::check_request(const Request& r) const {
     return "stop strings need the model's tokenizer, and the model directory has no tokenizer.json";
   for (std::size_t i = 0; i < r.params.stop.size(); ++i)
     if (r.params.stop[i].empty()) return fmt::format("stop[{}] is an empty string", i);
+  if (r.cache_pin && (r.cache_pin->num_tokens < 0 || !std::isfinite(r.cache_pin->ttl_seconds) ||
+                      r.cache_pin->ttl_seconds < 0))
+    return fmt::format(
+        "cache_pin needs num_tokens >= 0 and a finite ttl_seconds >= 0, got {} and {}",
+        r.cache_pin->num_tokens, r.cache_pin->ttl_seconds);
   const std::int64_t blocks =
       (static_cast<std::int64_t>(prompt.size()) + 1 + info_.block_size - 1) / info_.block_size;
   if (blocks > info_.num_kv_blocks)
@@ -148,6 +155,7 @@ Sequence& EngineCore::add_sample(RequestId id, std::int32_t sample_index, const 
   seq->tokens = request.prompt_token_ids;
   seq->num_prompt_tokens = seq->size();
   seq->kv.salt = request.cache_salt;
+  if (sample_index == 0) seq->pin = request.cache_pin;
   Sequence& s = *seq;
   live_.emplace(std::pair{id, sample_index}, std::move(seq));
   return s;
@@ -245,6 +253,7 @@ void EngineCore::step() {
 }
 
 void EngineCore::run_step() {
+  kv_.set_time(std::chrono::duration<double>(Clock::now().time_since_epoch()).count());
   Step step = scheduler_.schedule();
   run_transfers();  // whatever the step runs: its schedule may have evicted blocks
   for (Sequence* seq : step.unservable) {
@@ -294,6 +303,7 @@ void EngineCore::run_step() {
     }
   }
   scheduler_.commit(step);
+  for (const auto& s : step.seqs) apply_pin(*s.seq);
 
   const auto vocab = static_cast<std::size_t>(model_.vocab_size);
   for (std::size_t row = 0; row < built.uses.size(); ++row) {
@@ -382,6 +392,23 @@ void EngineCore::run_transfers() {
         ErrorCode::kInternal,
         fmt::format("copying KV blocks (host tier or partial-block reuse) failed: {}", e.what()));
   }
+}
+
+// A request's cache pin, once its prompt's blocks are computed and registered.
+void EngineCore::apply_pin(Sequence& seq) {
+  if (!seq.pin || seq.num_computed < seq.num_prompt_tokens) return;
+  const CachePin pin = *std::exchange(seq.pin, std::nullopt);
+  if (!kv_.caching_enabled()) {
+    seq.output.pin_error = "prefix caching is off: nothing can be pinned";
+    return;
+  }
+  const std::int32_t tokens = pin.num_tokens > 0 && pin.num_tokens < seq.num_prompt_tokens
+                                  ? pin.num_tokens
+                                  : seq.num_prompt_tokens;
+  const kv::PinResult r = kv_.pin_prefix(seq.kv, tokens / info_.block_size, pin.ttl_seconds);
+  seq.output.num_pinned_tokens = r.num_blocks * info_.block_size;
+  seq.output.pin_error = r.error;
+  if (!r.error.empty()) log_.warn("request {}: cache_pin refused: {}", seq.id, r.error);
 }
 
 // Backends that sample next to the logits do so unless a row wants prompt logprobs (the
@@ -477,6 +504,7 @@ EngineStats EngineCore::stats() const {
   s.blocks_cached = kv_.pool().num_cached();
   s.blocks_in_use = kv_.pool().num_in_use();
   s.peak_blocks_in_use = peak_in_use_;
+  s.blocks_pinned = kv_.pool().num_pinned();
   s.evictions = kv_.pool().num_evictions();
   s.preemptions = c.preemptions;
   s.num_running = static_cast<std::int64_t>(scheduler_.num_running());

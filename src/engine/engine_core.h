@@ -85,6 +85,7 @@ class EngineCore {
   void report_tokens(Sequence& seq);
   void run_step();
   void run_transfers();
+  void apply_pin(Sequence& seq);
   bool sample_on_device(const BuiltBatch& built) const;
   void build_sample_specs(const BuiltBatch& built);
   sampling::TokenHistory history(const Sequence& seq) const;

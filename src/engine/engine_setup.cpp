@@ -39,6 +39,8 @@ void check_config(const EngineConfig& c) {
   if (c.kv_cache_bytes < 0)
     bad(fmt::format("kv_cache_bytes must be >= 0 (0: the backend's default), got {}",
                     c.kv_cache_bytes));
+  if (!(c.max_pinned_fraction >= 0 && c.max_pinned_fraction <= 1))
+    bad(fmt::format("max_pinned_fraction must be in [0, 1], got {}", c.max_pinned_fraction));
   if (c.host_kv_cache_bytes < 0)
     bad(fmt::format("host_kv_cache_bytes must be >= 0 (0: no host tier), got {}",
                     c.host_kv_cache_bytes));

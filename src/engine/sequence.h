@@ -29,8 +29,10 @@ struct Sequence {
   std::vector<TokenId> tokens;
   std::int32_t num_prompt_tokens = 0;
   std::int32_t num_computed = 0;
-  kv::SeqBlocks kv;              // block table, block hashes, cache salt
-  bool admitted_before = false;  // prefix-cache statistics count a request's first admission only
+  kv::SeqBlocks kv;  // block table, block hashes, cache salt
+  bool admitted_before = false;
+  std::optional<CachePin> pin;  // to apply once the prompt is computed (sample 0 only)  //
+                                // prefix-cache statistics count a request's first admission only
   SeqStatus status = SeqStatus::kWaiting;
   RequestOutput output;
   std::unique_ptr<OutputText> text;  // when the model has a tokenizer

@@ -109,7 +109,8 @@ std::optional<std::vector<BlockId>> BlockPool::allocate(std::int64_t n) {
   std::vector<BlockId> out;
   out.reserve(static_cast<std::size_t>(n));
   while (static_cast<std::int64_t>(out.size()) < n) {
-    if (free_.empty()) evict(BlockId{lru_head_});
+    // Unpinned cached blocks first; pinned ones only when none is left.
+    if (free_.empty()) evict(BlockId{lru_head_[0] >= 0 ? lru_head_[0] : lru_head_[1]});
     BlockId id = free_.back();
     free_.pop_back();
     at(id).ref_count = 1;
@@ -196,6 +197,8 @@ void BlockPool::evict(BlockId id) {
   b.hash.reset();
   b.after = SaltId{};
   b.content = {};  // links to what it held no longer match it
+  if (b.pin_until > 0) pin_ends_.erase({b.pin_until, id.value});
+  b.pin_until = b.pin_ttl = 0;
   free_.push_back(id);
   if (track_freed_) freed_.push_back(id);
   ++num_evictions_;
@@ -203,26 +206,72 @@ void BlockPool::evict(BlockId id) {
 
 void BlockPool::lru_push_back(BlockId id) {
   Block& b = at(id);
-  b.lru_prev = lru_tail_;
+  const int list = b.pin_until > 0 ? 1 : 0;
+  b.lru_prev = lru_tail_[list];
   b.lru_next = -1;
-  if (lru_tail_ >= 0)
-    blocks_[static_cast<std::size_t>(lru_tail_)].lru_next = id.value;
+  if (lru_tail_[list] >= 0)
+    blocks_[static_cast<std::size_t>(lru_tail_[list])].lru_next = id.value;
   else
-    lru_head_ = id.value;
-  lru_tail_ = id.value;
+    lru_head_[list] = id.value;
+  lru_tail_[list] = id.value;
 }
 
 void BlockPool::lru_remove(BlockId id) {
   Block& b = at(id);
+  const int list = b.pin_until > 0 ? 1 : 0;
   if (b.lru_prev >= 0)
     blocks_[static_cast<std::size_t>(b.lru_prev)].lru_next = b.lru_next;
   else
-    lru_head_ = b.lru_next;
+    lru_head_[list] = b.lru_next;
   if (b.lru_next >= 0)
     blocks_[static_cast<std::size_t>(b.lru_next)].lru_prev = b.lru_prev;
   else
-    lru_tail_ = b.lru_prev;
+    lru_tail_[list] = b.lru_prev;
   b.lru_prev = b.lru_next = -1;
+}
+
+void BlockPool::set_pin(BlockId id, double until) {
+  Block& b = at(id);
+  const bool cached = b.ref_count == 0 && b.hash;
+  if (cached) lru_remove(id);
+  if (b.pin_until > 0) pin_ends_.erase({b.pin_until, id.value});
+  b.pin_until = until;
+  if (until > 0) pin_ends_.emplace(until, id.value);
+  if (!cached) return;
+  if (until > 0) {
+    lru_push_back(id);
+  } else {
+    // A pin that ended has gone unused for its whole TTL: first in line for eviction.
+    b.lru_prev = -1;
+    b.lru_next = lru_head_[0];
+    if (lru_head_[0] >= 0)
+      blocks_[static_cast<std::size_t>(lru_head_[0])].lru_prev = id.value;
+    else
+      lru_tail_[0] = id.value;
+    lru_head_[0] = id.value;
+  }
+}
+
+void BlockPool::pin(BlockId id, double until, double ttl) {
+  Block& b = at(id);
+  if (!b.hash) integrity_failure("pinning an unregistered block", id.value);
+  if (until <= 0) integrity_failure("pinning until a time that is no time", id.value);
+  b.pin_ttl = ttl;
+  if (until > b.pin_until) set_pin(id, until);
+}
+
+void BlockPool::pin_refresh(BlockId id, double now) {
+  const Block& b = at(id);
+  if (b.pin_until > 0 && now + b.pin_ttl > b.pin_until) set_pin(id, now + b.pin_ttl);
+}
+
+void BlockPool::unpin(BlockId id) {
+  if (at(id).pin_until > 0) set_pin(id, 0);
+}
+
+void BlockPool::expire_pins(double now) {
+  while (!pin_ends_.empty() && pin_ends_.begin()->first <= now)
+    set_pin(BlockId{pin_ends_.begin()->second}, 0);
 }
 
 // The hash index and the salt table against the blocks' registrations.
@@ -280,14 +329,18 @@ void BlockPool::check_integrity(std::span<const std::vector<BlockId>* const> tab
     seen[i] = Seen::kFree;
   }
   std::int64_t lru_count = 0;
-  for (std::int32_t i = lru_head_, prev = -1; i >= 0;
-       prev = i, i = blocks_[static_cast<std::size_t>(i)].lru_next) {
-    if (static_cast<std::size_t>(i) >= n || seen[static_cast<std::size_t>(i)] != Seen::kNone)
-      integrity_failure("block both free and in the LRU, or an LRU cycle", i);
-    if (blocks_[static_cast<std::size_t>(i)].lru_prev != prev)
-      integrity_failure("broken LRU back link", i);
-    seen[static_cast<std::size_t>(i)] = Seen::kLru;
-    ++lru_count;
+  for (const int list : {0, 1}) {
+    for (std::int32_t i = lru_head_[list], prev = -1; i >= 0;
+         prev = i, i = blocks_[static_cast<std::size_t>(i)].lru_next) {
+      if (static_cast<std::size_t>(i) >= n || seen[static_cast<std::size_t>(i)] != Seen::kNone)
+        integrity_failure("block both free and in an LRU, or an LRU cycle", i);
+      if (blocks_[static_cast<std::size_t>(i)].lru_prev != prev)
+        integrity_failure("broken LRU back link", i);
+      if ((blocks_[static_cast<std::size_t>(i)].pin_until > 0) != (list == 1))
+        integrity_failure("a block in the LRU of the other pin state", i);
+      seen[static_cast<std::size_t>(i)] = Seen::kLru;
+      ++lru_count;
+    }
   }
   if (lru_count != num_cached_)
     integrity_failure("cached count differs from the LRU length", lru_count);
@@ -302,7 +355,14 @@ void BlockPool::check_integrity(std::span<const std::vector<BlockId>* const> tab
       integrity_failure("free block not on the free stack (or the reverse)", id);
     if (is_cached != (seen[i] == Seen::kLru))
       integrity_failure("cached block not in the LRU (or the reverse)", id);
+    if (b.pin_until > 0 &&
+        (!b.hash || !pin_ends_.contains({b.pin_until, static_cast<std::int32_t>(i)})))
+      integrity_failure("a pinned block unregistered or missing from the pin ends", id);
   }
+  for (const auto& [until, block] : pin_ends_)
+    if (static_cast<std::size_t>(block) >= n ||
+        blocks_[static_cast<std::size_t>(block)].pin_until != until)
+      integrity_failure("a pin end that no block has", block);
   check_index();
 }
 

@@ -4,7 +4,12 @@
 // A block is in exactly one state:
 //   free    ref_count 0, not registered            on the free stack
 //   in use  ref_count >= 1 (registered or not)     in one or more block tables
-//   cached  ref_count 0, registered                in the LRU, reusable by a hit, evictable
+//   cached  ref_count 0, registered                in an LRU, reusable by a hit, evictable
+//
+// A registered block may also be pinned until a time (a prefix pin with a TTL): cached
+// pinned blocks wait in an LRU of their own, evicted only when no unpinned cached block is
+// left, and join the ordinary LRU at its least recently used end once their pin ends
+// (expire_pins) or is dropped (unpin).
 //
 // A registered block is found by its content hash, but a hash only narrows the search: a
 // hit also needs the block's own tokens and what its K/V was computed after (its link: the
@@ -17,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -77,6 +83,7 @@ class BlockPool {
   // Blocks allocate() can hand out: free ones, then cached ones by eviction.
   std::int64_t num_allocatable() const { return num_free() + num_cached(); }
   std::int64_t num_evictions() const { return num_evictions_; }
+  std::int64_t num_pinned() const { return static_cast<std::int64_t>(pin_ends_.size()); }
 
   std::int32_t ref_count(BlockId id) const { return at(id).ref_count; }
   bool is_cached(BlockId id) const { return at(id).ref_count == 0 && at(id).hash.has_value(); }
@@ -118,6 +125,16 @@ class BlockPool {
   // tier, or computed again while the host tier holds it); ContentId{}: a new one.
   BlockId register_block(BlockId id, const BlockHash& hash, const ChainLink& link,
                          std::span<const TokenId> tokens, ContentId content = {});
+  // Pins a registered block until `until` (seconds on the caller's steady clock; a later pin
+  // already there stands) and records `ttl`, by which pin_refresh() extends it.
+  void pin(BlockId id, double until, double ttl);
+  bool is_pinned(BlockId id) const { return at(id).pin_until > 0; }
+  // A pinned block's pin, extended to `now` + its TTL (a hit); nothing for an unpinned one.
+  void pin_refresh(BlockId id, double now);
+  void unpin(BlockId id);
+  // Unpins every block whose pin ends at or before `now`.
+  void expire_pins(double now);
+
   // Called with each block eviction is about to drop, before anything is changed (the
   // host tier keeps it). The callback must not call back into the pool.
   void set_on_evict(std::function<void(const EvictedBlock&)> on_evict) {
@@ -151,6 +168,8 @@ class BlockPool {
     std::variant<SaltId, ContentId> after;  // what its K/V follows, while registered
     std::int32_t lru_prev = -1;             // intrusive LRU links (block indices, -1: none)
     std::int32_t lru_next = -1;
+    double pin_until = 0;  // > 0 while pinned: then in lru_[1] when cached
+    double pin_ttl = 0;
   };
   struct SaltHasher {
     using is_transparent = void;
@@ -169,14 +188,17 @@ class BlockPool {
   void unuse_salt(SaltId id);
   void lru_push_back(BlockId id);
   void lru_remove(BlockId id);
+  void set_pin(BlockId id, double until);  // 0: unpin; moves a cached block between LRUs
   void evict(BlockId id);
   void check_index() const;
 
   std::int32_t block_size_;
-  std::vector<Block> blocks_;                   // [num_blocks]
-  std::vector<TokenId> tokens_;                 // [num_blocks, block_size]: registered contents
-  std::vector<BlockId> free_;                   // a stack
-  std::int32_t lru_head_ = -1, lru_tail_ = -1;  // head: least recently used
+  std::vector<Block> blocks_;    // [num_blocks]
+  std::vector<TokenId> tokens_;  // [num_blocks, block_size]: registered contents
+  std::vector<BlockId> free_;    // a stack
+  // [0]: unpinned cached blocks, [1]: pinned ones; head: least recently used.
+  std::int32_t lru_head_[2] = {-1, -1}, lru_tail_[2] = {-1, -1};
+  std::set<std::pair<double, std::int32_t>> pin_ends_;  // (pin_until, block) of pinned blocks
   std::int64_t num_cached_ = 0;
   std::int64_t num_evictions_ = 0;
   // Several blocks may share a hash (a collision): each is told apart by its content.

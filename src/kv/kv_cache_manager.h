@@ -77,6 +77,12 @@ struct Transfers {
   bool empty() const { return saves.empty() && loads.empty() && prefix_copies.empty(); }
 };
 
+// What pin_prefix() did: how many leading blocks are pinned now, or why none was.
+struct PinResult {
+  std::int32_t num_blocks = 0;
+  std::string error;
+};
+
 // Host-tier traffic since the engine started.
 struct HostTierCounters {
   std::int64_t blocks_stored = 0;  // demoted blocks copied to the host tier
@@ -123,6 +129,16 @@ class KvCacheManager {
   // held.
   Transfers take_transfers();
 
+  // Prefix pins. The time (seconds on a steady clock) for what follows: pins that ended by
+  // then are dropped, and hits from now on extend the pins they use by their TTL.
+  void set_time(double now);
+  // At most this many blocks pinned at once.
+  void set_pin_budget(std::int64_t blocks) { pin_budget_ = blocks; }
+  // Pins the first `num_blocks` registered blocks of `seq` for `ttl` seconds from now (a
+  // pin already longer stands); all or nothing: none when that would pin more blocks than
+  // the budget, with the reason. ttl <= 0 unpins them instead.
+  PinResult pin_prefix(const SeqBlocks& seq, std::int32_t num_blocks, double ttl);
+
   const HostTier& host_tier() const { return host_; }
   const HostTierCounters& host_counters() const { return host_counters_; }
 
@@ -153,6 +169,8 @@ class KvCacheManager {
   HostTier host_;
   Transfers pending_;
   HostTierCounters host_counters_;
+  double now_ = 0;
+  std::int64_t pin_budget_ = 0;
 };
 
 }  // namespace cachet::kv

@@ -79,6 +79,7 @@ nlohmann::json stats_json(const EngineStats& s) {
           {"blocks_cached", s.blocks_cached},
           {"blocks_in_use", s.blocks_in_use},
           {"peak_blocks_in_use", s.peak_blocks_in_use},
+          {"blocks_pinned", s.blocks_pinned},
           {"evictions", s.evictions},
           {"preemptions", s.preemptions},
           {"num_running", s.num_running},

@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cachet/engine.h"
@@ -1050,6 +1051,81 @@ TEST(PrefixCacheHostTier, ATierThatHoldsNoBlockIsAClearError) {
   c.host_kv_cache_bytes = std::int64_t{1} << 20;
   c.enable_prefix_caching = false;
   EXPECT_EQ(Engine(c).info().num_host_kv_blocks, 0) << "no tier without prefix caching";
+}
+
+// ----------------------------------------------------------------------------------------
+// Prefix pins (Request::cache_pin).
+
+TEST(PrefixCachePins, APinnedPrefixSurvivesEvictionThatTakesAnUnpinnedOne) {
+  TinyModel m(model::Arch::kQwen3);
+  EngineConfig c = m.engine_config(4);
+  c.num_kv_blocks = 20;
+  Engine engine(c);
+  const auto pinned = prompt(1800, 24, m.vocab()), plain = prompt(1801, 24, m.vocab());
+  Request with_pin{pinned, greedy(2), {}};
+  with_pin.cache_pin = CachePin{0, 60.0};
+  const auto first = engine.generate({with_pin})[0];
+  EXPECT_EQ(first.num_pinned_tokens, 24);
+  EXPECT_EQ(first.pin_error, "");
+  EXPECT_EQ(engine.stats().blocks_pinned, 6);
+  engine.generate({{plain, greedy(2), {}}});
+  // Pressure: three other prompts of 8 blocks each pass through the 20-block cache.
+  for (int i = 0; i < 3; ++i) engine.generate({{prompt(1810 + i, 30, m.vocab()), greedy(2), {}}});
+  EXPECT_GT(engine.stats().evictions, 0);
+  const auto again = engine.generate({{pinned, greedy(2), {}}})[0];
+  EXPECT_EQ(again.num_cached_tokens, 23) << "the pinned prompt is still cached";
+  EXPECT_EQ(diff(again, first), "");
+  EXPECT_EQ(engine.generate({{plain, greedy(2), {}}})[0].num_cached_tokens, 0)
+      << "the unpinned one was evicted";
+  expect_blocks_released(engine);
+}
+
+TEST(PrefixCachePins, AfterItsTtlAPinIsAnOrdinaryCachedPrefix) {
+  TinyModel m(model::Arch::kQwen3);
+  EngineConfig c = m.engine_config(4);
+  c.num_kv_blocks = 20;
+  Engine engine(c);
+  const auto pinned = prompt(1900, 24, m.vocab());
+  Request with_pin{pinned, greedy(2), {}};
+  with_pin.cache_pin = CachePin{16, 0.2};  // the first 4 blocks, for 0.2 s
+  EXPECT_EQ(engine.generate({with_pin})[0].num_pinned_tokens, 16);
+  EXPECT_EQ(engine.stats().blocks_pinned, 4);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  for (int i = 0; i < 3; ++i) engine.generate({{prompt(1910 + i, 30, m.vocab()), greedy(2), {}}});
+  EXPECT_EQ(engine.stats().blocks_pinned, 0);
+  EXPECT_EQ(engine.generate({{pinned, greedy(2), {}}})[0].num_cached_tokens, 0)
+      << "evicted like any other once the pin ended";
+  // A TTL of 0 unpins at once.
+  Request unpin{pinned, greedy(2), {}};
+  with_pin.cache_pin = CachePin{0, 60.0};
+  engine.generate({with_pin});
+  EXPECT_EQ(engine.stats().blocks_pinned, 6);
+  unpin.cache_pin = CachePin{0, 0.0};
+  EXPECT_EQ(engine.generate({unpin})[0].num_pinned_tokens, 0);
+  EXPECT_EQ(engine.stats().blocks_pinned, 0);
+  expect_blocks_released(engine);
+}
+
+TEST(PrefixCachePins, APinOverTheBudgetIsRefusedWithItsReasonAndTheRequestRuns) {
+  TinyModel m(model::Arch::kQwen2);
+  EngineConfig c = m.engine_config(4);
+  c.num_kv_blocks = 20;
+  c.max_pinned_fraction = 0.25;  // 5 blocks
+  Engine engine(c);
+  Request a{prompt(2000, 16, m.vocab()), greedy(2), {}};
+  a.cache_pin = CachePin{};
+  EXPECT_EQ(engine.generate({a})[0].num_pinned_tokens, 16);
+  Request b{prompt(2001, 16, m.vocab()), greedy(2), {}};
+  b.cache_pin = CachePin{};
+  const auto out = engine.generate({b})[0];
+  EXPECT_EQ(out.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(out.num_pinned_tokens, 0);
+  EXPECT_THAT(out.pin_error, ::testing::HasSubstr("pin budget of 5 blocks"));
+  EXPECT_EQ(engine.stats().blocks_pinned, 4);
+  Request bad{prompt(2002, 8, m.vocab()), greedy(2), {}};
+  bad.cache_pin = CachePin{-1, 10.0};
+  EXPECT_EQ(engine.generate({bad})[0].finish_reason, FinishReason::kError);
+  expect_blocks_released(engine);
 }
 
 }  // namespace

@@ -377,7 +377,7 @@ TEST(KvCacheManagerPartialReuse, OnlyABlockAfterTheSameParentAndSaltQualifies) {
 
 struct TierStats {
   std::int64_t steps = 0, saves = 0, loads = 0, prefix_copies = 0, host_hit_blocks = 0,
-               device_hit_blocks = 0, partial_hit_tokens = 0, host_evictions = 0;
+               device_hit_blocks = 0, partial_hit_tokens = 0, host_evictions = 0, pinned = 0;
 };
 
 // What a block holds: the K/V of positions [first, tokens.size()) computed after
@@ -395,9 +395,11 @@ class TierFuzz {
         bs_(uniform(rng_, 1, 4)),
         kv_(uniform(rng_, 4, 12), bs_, true, host_slots < 0 ? uniform(rng_, 1, 16) : host_slots,
             partial),
+        pin_budget_(uniform(rng_, 0, 6)),
         device_(static_cast<std::size_t>(kv_.pool().num_blocks())),
         host_(static_cast<std::size_t>(kv_.host_tier().num_slots())),
         stats_(stats) {
+    kv_.set_pin_budget(pin_budget_);
     for (int f = 0; f < 3; ++f) {
       std::vector<TokenId> doc;
       for (int i = 0; i < 40; ++i) doc.push_back(uniform(rng_, 0, 999));
@@ -428,11 +430,14 @@ class TierFuzz {
 
   void step() {
     ++stats_.steps;
+    kv_.set_time(static_cast<double>(++clock_));
     const int ops = uniform(rng_, 1, 4);
     for (int i = 0; i < ops; ++i) operate();
     run_copies();
     compute();
     kv_.check_integrity(tables());
+    ASSERT_LE(kv_.pool().num_pinned(), pin_budget_);
+    stats_.pinned = std::max(stats_.pinned, kv_.pool().num_pinned());
     check_tables();
   }
 
@@ -444,6 +449,11 @@ class TierFuzz {
       s.kv.salt = chance(rng_, 0.2) ? "salted" : "";
       seqs_.push_back(std::move(s));
       admit(seqs_.back());
+    } else if (op == 4) {
+      // A pin of some of an admitted sequence's blocks, for a few steps (or an unpin).
+      Seq& s =
+          seqs_[static_cast<std::size_t>(uniform(rng_, 0, static_cast<int>(seqs_.size()) - 1))];
+      if (s.admitted) kv_.pin_prefix(s.kv, uniform(rng_, 0, 6), uniform(rng_, 0, 8));
     } else if (op < 6) {
       Seq& s =
           seqs_[static_cast<std::size_t>(uniform(rng_, 0, static_cast<int>(seqs_.size()) - 1))];
@@ -547,11 +557,13 @@ class TierFuzz {
   std::mt19937_64 rng_;
   std::int32_t bs_;
   KvCacheManager kv_;
+  std::int64_t pin_budget_;
   std::vector<std::optional<Held>> device_;  // what each device block holds
   std::vector<std::optional<Held>> host_;    // what each host slot holds
   std::vector<std::vector<TokenId>> docs_;
   std::vector<Seq> seqs_;
   TierStats& stats_;
+  std::int64_t clock_ = 0;
 };
 
 void print_stats(const TierStats& stats) {
@@ -586,6 +598,7 @@ TEST(KvCacheManagerHostTier, RandomStepsReadTheRightContentThroughEveryTier) {
   EXPECT_GT(stats.host_hit_blocks, 1000);
   EXPECT_GT(stats.device_hit_blocks, 1000);
   EXPECT_EQ(stats.prefix_copies, 0);
+  EXPECT_GT(stats.pinned, 0);
 }
 
 // Partial-block reuse with and without the host tier: every prefix copy lands before it is
