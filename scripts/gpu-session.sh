@@ -39,7 +39,7 @@ nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
 head -15 "$OUT/nvidia-smi.txt"
 
 GPU_TARGETS="cachet_cli test_cuda_probe test_weight_upload test_cuda_backend test_attention_kernels
-             test_cuda_ops test_cuda_sampling test_cuda_engine_embedding bench_cuda_kernels
+             test_cuda_ops test_cuda_sampling test_cuda_engine_embedding test_cuda_host_tier bench_cuda_kernels
              bench_cuda_engine"
 if [[ " $steps " == *" build "* ]]; then
   if [ ! -f $BUILD/build.ninja ]; then
@@ -54,7 +54,7 @@ if [[ " $steps " == *" build "* ]]; then
 fi
 if [[ " $steps " == *" test "* ]]; then
   for t in test_cuda_probe test_weight_upload test_attention_kernels test_cuda_ops test_cuda_sampling \
-    test_cuda_backend test_cuda_engine_embedding; do
+    test_cuda_backend test_cuda_engine_embedding test_cuda_host_tier; do
     timeout 300 $BUILD/tests/$t --gtest_brief=1 >"$OUT/$t.log" 2>&1
     echo "$t: exit $? $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/$t.log" | tr '\n' ' ')"
     grep -E '^\[ info|Failure|FAILED  \]' "$OUT/$t.log" | head -30

@@ -46,14 +46,14 @@ bool same_bits(const RequestOutput& a, const RequestOutput& b) {
   return true;
 }
 
-TEST(CudaHostTier, AHitLoadedFromPinnedHostMemoryEqualsOneKeptOnTheGpu) {
-  CACHET_REQUIRE_GPU();
-  testing::TempDir dir;
+// A bf16 model of the "small" preset in `dir`, and an engine configuration for it on the GPU
+// with every KV check on (a block whose copy did not land reads as NaN and fails the step).
+EngineConfig small_gpu_model(const testing::TempDir& dir, std::uint64_t seed) {
   model::MakeModelOptions o;
   o.arch = model::Arch::kQwen3;
   o.preset = "small";
   o.dtype = model::DType::kBF16;
-  o.seed = 11;
+  o.seed = seed;
   o.out_dir = dir.path();
   model::make_model(o);
   EngineConfig c;
@@ -63,7 +63,14 @@ TEST(CudaHostTier, AHitLoadedFromPinnedHostMemoryEqualsOneKeptOnTheGpu) {
   c.max_model_len = 512;
   c.max_num_seqs = 4;
   c.check_kv_integrity = true;
-  c.debug_poison_kv = true;  // a block whose load did not land reads as NaN and fails
+  c.debug_poison_kv = true;
+  return c;
+}
+
+TEST(CudaHostTier, AHitLoadedFromPinnedHostMemoryEqualsOneKeptOnTheGpu) {
+  CACHET_REQUIRE_GPU();
+  testing::TempDir dir;
+  EngineConfig c = small_gpu_model(dir, 11);
 
   const auto a = prompt(1, 150), b = prompt(2, 150);
   // Kept on the GPU: a roomy KV cache.
@@ -95,21 +102,8 @@ TEST(CudaHostTier, AHitLoadedFromPinnedHostMemoryEqualsOneKeptOnTheGpu) {
 TEST(CudaHostTier, APartlyMatchingBlockIsCopiedOnTheGpu) {
   CACHET_REQUIRE_GPU();
   testing::TempDir dir;
-  model::MakeModelOptions o;
-  o.arch = model::Arch::kQwen3;
-  o.preset = "small";
-  o.dtype = model::DType::kBF16;
-  o.seed = 12;
-  o.out_dir = dir.path();
-  model::make_model(o);
-  EngineConfig c;
-  c.model_dir = dir.path().string();
-  c.device = Device::kCuda;
-  c.block_size = 16;
-  c.max_model_len = 512;
+  EngineConfig c = small_gpu_model(dir, 12);
   c.num_kv_blocks = 64;
-  c.check_kv_integrity = true;
-  c.debug_poison_kv = true;
   const auto a = prompt(3, 120);
   auto b = std::vector<TokenId>(a.begin(), a.begin() + 100);  // diverges at token 100
   const auto tail = prompt(4, 20);

@@ -18,6 +18,7 @@
 #include "kv/host_tier.h"
 #include "kv/kv_cache_manager.h"
 #include "support/kv_fuzz.h"
+#include "support/kv_steps.h"
 
 namespace cachet {
 namespace {
@@ -31,7 +32,9 @@ using kv::HostTier;
 using kv::KvCacheManager;
 using kv::PrefixMatch;
 using kv::SeqBlocks;
+using testing::admit_all;
 using testing::chance;
+using testing::tokens_from;
 using testing::uniform;
 using Tables = std::vector<const std::vector<BlockId>*>;
 
@@ -113,24 +116,6 @@ TEST(HostTier, NoSlotsStoresNothing) {
 
 // ---------------------------------------------------------------------------------------
 // KvCacheManager across the device pool and the host tier.
-
-std::vector<TokenId> tokens_from(TokenId first, int n) {
-  std::vector<TokenId> t;
-  for (int i = 0; i < n; ++i) t.push_back(first + i);
-  return t;
-}
-
-SeqBlocks admit_all(KvCacheManager& kv, const std::vector<TokenId>& tokens,
-                    const std::string& salt = "", PrefixMatch* out = nullptr) {
-  SeqBlocks seq;
-  seq.salt = salt;
-  kv.update_hashes(seq, tokens);
-  PrefixMatch m = kv.match(seq, tokens, static_cast<std::int32_t>(tokens.size()));
-  EXPECT_TRUE(kv.admit(seq, m, static_cast<std::int32_t>(tokens.size())));
-  kv.commit(seq, tokens, static_cast<std::int32_t>(tokens.size()));
-  if (out) *out = m;
-  return seq;
-}
 
 TEST(KvCacheManagerHostTier, EvictedBlocksAreDemotedAndLoadedBackUnderTheirIdentity) {
   KvCacheManager kv(4, kBs, true, 8);

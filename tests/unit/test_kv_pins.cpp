@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kv/kv_cache_manager.h"
+#include "support/kv_steps.h"
 
 namespace cachet {
 namespace {
@@ -18,25 +19,10 @@ using kv::KvCacheManager;
 using kv::PrefixMatch;
 using kv::SeqBlocks;
 using Tables = std::vector<const std::vector<BlockId>*>;
+using testing::admit_all;
+using testing::tokens_from;
 
 constexpr std::int32_t kBs = 4;
-
-std::vector<TokenId> tokens_from(TokenId first, int n) {
-  std::vector<TokenId> t;
-  for (int i = 0; i < n; ++i) t.push_back(first + i);
-  return t;
-}
-
-SeqBlocks admit_all(KvCacheManager& kv, const std::vector<TokenId>& tokens,
-                    PrefixMatch* out = nullptr) {
-  SeqBlocks seq;
-  kv.update_hashes(seq, tokens);
-  PrefixMatch m = kv.match(seq, tokens, static_cast<std::int32_t>(tokens.size()));
-  EXPECT_TRUE(kv.admit(seq, m, static_cast<std::int32_t>(tokens.size())));
-  kv.commit(seq, tokens, static_cast<std::int32_t>(tokens.size()));
-  if (out) *out = m;
-  return seq;
-}
 
 std::int32_t hit(KvCacheManager& kv, const std::vector<TokenId>& tokens) {
   SeqBlocks seq;
