@@ -22,13 +22,14 @@ if [ "${CACHET_SKIP_TSAN:-0}" != "1" ]; then
   # The tests where threads meet: submit/stream/abort from many threads, engine teardown
   # with requests in flight, the failed state and teardown from a callback, n samples of a
   # request streaming and aborted together, the thread pool,
-  # concurrent tokenizer use, the soak.
+  # concurrent tokenizer use, the soak, the disk tier's I/O thread (and two engines sharing
+  # its directory).
   cmake --preset tsan >/dev/null
   cmake --build --preset tsan -j "$JOBS" --target cachet_cli concurrent_clients \
     test_engine_async test_engine_failure test_thread_pool test_poisoned_kv \
-    test_tokenizer_roundtrip test_soak test_engine_samples
+    test_tokenizer_roundtrip test_soak test_engine_samples test_kv_disk_tier test_prefix_cache_disk
   ctest --preset tsan -j "$JOBS" \
-    -R '^(EngineAsync|EngineFailure|EngineCallbacks|EngineSamples|ThreadPool|PoisonedKv|Concurrency|Soak)\.|^example_concurrent_clients$'
+    -R '^(EngineAsync|EngineFailure|EngineCallbacks|EngineSamples|ThreadPool|PoisonedKv|Concurrency|Soak|DiskTier|PrefixCacheDisk)\.|^example_concurrent_clients$'
 fi
 if [ "${CACHET_SKIP_FUZZ:-0}" != "1" ]; then
   scripts/fuzz.sh

@@ -28,8 +28,8 @@ enum class ComputeDType {
 enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError, kOff };
 
 // Receives each message an engine logs at or above EngineConfig::log_level, from whichever
-// thread logs it (the engine's thread or a caller's), one call per message, without a
-// trailing newline. It must not call back into the engine that logs.
+// thread logs it (the engine's thread, a caller's, or the disk tier's I/O thread), one call
+// per message, without a trailing newline. It must not call back into the engine that logs.
 using LogSink = std::function<void(LogLevel level, std::string_view message)>;
 
 // Options for building an Engine. Zero means "choose for me" where a field says so;
@@ -55,6 +55,21 @@ struct EngineConfig {
   // matches it has it copied back rather than recomputed: the same bytes, so the same
   // outputs. On a GPU the tier is pinned host memory. Needs enable_prefix_caching.
   std::int64_t host_kv_cache_bytes = 0;
+  // Disk tier of the prefix cache: a directory (created when missing; empty: no disk tier),
+  // shared safely by several engines and processes. Every KV block the engine computes is
+  // written there too (through the host tier, by a thread of its own), and a prompt whose
+  // prefix is found there, from this process or an earlier one, has those blocks read back
+  // (through the host tier) instead of computed. Records live under a subdirectory named by
+  // a fingerprint of the model, tokenizer, block size and K/V format, so blocks of another
+  // model are never read; each is checksummed and verified against the request's tokens and
+  // cache salt, and one that fails is removed and recomputed. A directory that cannot be
+  // written only logs a warning. It holds prompt tokens, salts and K/V in the clear: keep it
+  // private (cachet creates it mode 0700). Needs host_kv_cache_bytes > 0 (a read is at most
+  // as long as the host tier holds). docs/prefix_caching.md describes it.
+  std::string kv_cache_dir;
+  // The most bytes of records the disk tier keeps in kv_cache_dir's subdirectory for this
+  // model; the least recently used go first.
+  std::int64_t disk_kv_cache_bytes = std::int64_t{16} << 30;
   // Reuse cached K/V token by token, not only in whole blocks: when a prompt leaves the
   // cached prefix inside a block, the K/V of its tokens that a cached block computed after
   // the same prefix begins with is copied into the request's block, and only the rest is

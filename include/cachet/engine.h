@@ -150,6 +150,22 @@ struct EngineStats {
   std::int64_t host_blocks_stored = 0;
   std::int64_t host_blocks_loaded = 0;
   std::int64_t host_evictions = 0;
+  // Disk tier (EngineConfig::kv_cache_dir): of prefix_cache_hit_tokens, those read from it
+  // (through the host tier; not counted in prefix_cache_host_hit_tokens); records written and
+  // read (verified) so far; records found but unusable (corrupt or truncated: removed, and
+  // the blocks computed; or unreadable); writes that failed (a full disk, a read-only
+  // directory) or were not even queued (the tier's queue or the host tier was full); records
+  // removed for disk_kv_cache_bytes; and the records and bytes the engine knows in its
+  // directory now.
+  std::int64_t prefix_cache_disk_hit_tokens = 0;
+  std::int64_t disk_blocks_written = 0;
+  std::int64_t disk_blocks_read = 0;
+  std::int64_t disk_read_failures = 0;
+  std::int64_t disk_write_failures = 0;
+  std::int64_t disk_writes_dropped = 0;
+  std::int64_t disk_evictions = 0;
+  std::int64_t disk_blocks_used = 0;
+  std::int64_t disk_bytes_used = 0;
   // KV blocks by state: free + cached + in_use = EngineInfo::num_kv_blocks.
   std::int64_t blocks_free = 0;
   std::int64_t blocks_cached = 0;  // unreferenced, kept for reuse, evictable
@@ -194,6 +210,11 @@ struct EngineInfo {
   // holds and their bytes; 0 when off.
   std::int64_t num_host_kv_blocks = 0;
   std::int64_t host_kv_cache_bytes = 0;
+  // The disk tier (EngineConfig::kv_cache_dir): the directory its records of this model are
+  // in (kv_cache_dir/cachet-kv-<fingerprint>), and whether it can write there; empty and
+  // false when off.
+  std::string disk_kv_cache_dir;
+  bool disk_kv_cache_writable = false;
   std::int32_t max_model_len = 0;
   std::int32_t max_num_seqs = 0;
   std::int32_t max_num_batched_tokens = 0;

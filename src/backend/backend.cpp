@@ -31,4 +31,6 @@ void Backend::load_blocks(std::span<const HostCopy> copies) {
   if (!copies.empty()) no_host_tier(name());
 }
 
+std::span<std::byte> Backend::host_slot(std::int64_t) { no_host_tier(name()); }
+
 }  // namespace cachet::backend

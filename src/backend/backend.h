@@ -2,9 +2,11 @@
 // cache manager never touch tensors; a backend never sees requests, only a ForwardBatch.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -122,6 +124,17 @@ class Backend {
   // before the next forward reads it. Saves run before the loads that may read their slots.
   virtual void save_blocks(std::span<const HostCopy> copies);
   virtual void load_blocks(std::span<const HostCopy> copies);
+  // The bytes of host slot `slot` (one block's K/V, every layer, in the backend's layout),
+  // which the prefix cache's disk tier writes to disk and reads back into, from its own
+  // thread, while no copy above uses the slot. This default: Error(kUnsupported).
+  virtual std::span<std::byte> host_slot(std::int64_t slot);
+  // Returns once every copy queued so far is done with host memory (a GPU's asynchronous
+  // saves have landed, its loads have read their slots). A no-op where copies are synchronous.
+  virtual void wait_for_copies() {}
+  // What decides the bits of the K/V this backend computes and stores, beyond the model: its
+  // K/V dtype, kernels and device, e.g. "cpu fp32 avx2". Blocks written to disk by a backend
+  // with another format are never read back (the disk tier's fingerprint includes it).
+  virtual std::string kv_format() const = 0;
 
   // Partial-block reuse: each copy in order with forward passes, as the copies above.
   virtual void copy_block_prefixes(std::span<const BlockPrefixCopy> copies) = 0;

@@ -107,7 +107,7 @@ void Engine::Impl::build(const EngineConfig& config, const engine::BackendWrappe
   tokenizer = parts.tokenizer;
   core = std::make_unique<engine::EngineCore>(config, info, std::move(parts.model),
                                               std::move(parts.backend), std::move(parts.tokenizer),
-                                              log);
+                                              log, std::move(parts.disk));
   stats = core->stats();
 }
 

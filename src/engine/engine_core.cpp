@@ -30,17 +30,20 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 
 EngineCore::EngineCore(const EngineConfig& config, const EngineInfo& info, model::ModelConfig model,
                        std::unique_ptr<backend::Backend> backend,
-                       std::optional<Tokenizer> tokenizer, const util::Logger& log)
+                       std::optional<Tokenizer> tokenizer, const util::Logger& log,
+                       std::unique_ptr<kv::DiskTier> disk)
     : config_(config),
       log_(log),
       info_(info),
       model_(std::move(model)),
       backend_(std::move(backend)),
+      disk_(std::move(disk)),
       tokenizer_(std::move(tokenizer)),
       kv_(info.num_kv_blocks, info.block_size, config.enable_prefix_caching,
           info.num_host_kv_blocks, config.partial_block_reuse),
       scheduler_({config.max_num_seqs, config.max_num_batched_tokens, config.schedule_policy},
                  kv_) {
+  kv_.set_disk_tier(disk_.get());
   kv_.set_pin_budget(static_cast<std::int64_t>(config.max_pinned_fraction *
                                                static_cast<double>(info.num_kv_blocks)));
   if (config_.debug_poison_kv) {
@@ -254,6 +257,7 @@ void EngineCore::step() {
 
 void EngineCore::run_step() {
   kv_.set_time(std::chrono::duration<double>(Clock::now().time_since_epoch()).count());
+  if (disk_) kv_.finish_disk_jobs(disk_->take_done());
   Step step = scheduler_.schedule();
   run_transfers();  // whatever the step runs: its schedule may have evicted blocks
   for (Sequence* seq : step.unservable) {
@@ -263,6 +267,12 @@ void EngineCore::run_step() {
                     info_.num_kv_blocks, info_.block_size, seq->size() + 1));
   }
   if (step.empty()) {
+    if (kv_.num_disk_reads() > 0) {
+      // Everything that could run waits for the disk tier: wait for it (briefly, so that new
+      // requests and aborts are not held up long).
+      disk_->wait_done(std::chrono::milliseconds(20));
+      return;
+    }
     if (step.unservable.empty() && scheduler_.has_work()) {
       // Nothing can run although requests remain: a scheduler bug, reported per request.
       std::vector<Sequence*> stuck;
@@ -363,7 +373,7 @@ void EngineCore::run_step() {
 // block loaded just before). A failed copy leaves blocks without their K/V: the engine
 // cannot go on.
 void EngineCore::run_transfers() {
-  const kv::Transfers transfers = kv_.take_transfers();
+  kv::Transfers transfers = kv_.take_transfers();
   auto copies = [](const std::vector<kv::BlockTransfer>& list) {
     std::vector<backend::HostCopy> out;
     for (const kv::BlockTransfer& t : list) out.push_back({t.device.value, t.host_slot});
@@ -385,6 +395,7 @@ void EngineCore::run_transfers() {
         prefixes.push_back({c.from.value, c.to.value, c.num_tokens});
       backend_->copy_block_prefixes(prefixes);
     }
+    queue_disk_jobs(transfers);
   } catch (const backend::FatalBackendError&) {
     throw;
   } catch (const std::exception& e) {
@@ -392,6 +403,27 @@ void EngineCore::run_transfers() {
         ErrorCode::kInternal,
         fmt::format("copying KV blocks (host tier or partial-block reuse) failed: {}", e.what()));
   }
+}
+
+// The disk tier's jobs of this step, once the copies are done with the host slots they use:
+// the writes of blocks just saved, the reads into reserved slots. A write the tier does not
+// take releases its slot at once.
+void EngineCore::queue_disk_jobs(kv::Transfers& transfers) {
+  if (transfers.disk_writes.empty() && transfers.disk_reads.empty()) return;
+  backend_->wait_for_copies();
+  kv::DiskDone refused;
+  for (kv::DiskWrite& w : transfers.disk_writes) {
+    w.payload = backend_->host_slot(w.slot);
+    const std::int64_t slot = w.slot;
+    if (!disk_->write(std::move(w))) refused.written_slots.push_back(slot);
+  }
+  for (std::size_t i = 0; i < transfers.disk_reads.size(); ++i) {
+    kv::DiskRead& r = transfers.disk_reads[i];
+    for (std::int64_t slot : transfers.disk_read_slots[i])
+      r.payloads.push_back(backend_->host_slot(slot));
+    disk_->read(std::move(r));
+  }
+  kv_.finish_disk_jobs(refused);
 }
 
 // A request's cache pin, once its prompt's blocks are computed and registered.
@@ -500,6 +532,18 @@ EngineStats EngineCore::stats() const {
   s.host_blocks_stored = kv_.host_counters().blocks_stored;
   s.host_blocks_loaded = kv_.host_counters().blocks_loaded;
   s.host_evictions = kv_.host_tier().num_evictions();
+  s.prefix_cache_disk_hit_tokens = c.disk_hit_tokens;
+  if (disk_) {
+    const kv::DiskTierCounters d = disk_->counters();
+    s.disk_blocks_written = d.blocks_written;
+    s.disk_blocks_read = d.blocks_read;
+    s.disk_read_failures = d.read_failures;
+    s.disk_write_failures = d.write_failures;
+    s.disk_writes_dropped = d.writes_dropped + kv_.host_counters().disk_writes_skipped;
+    s.disk_evictions = d.evictions;
+    s.disk_blocks_used = d.records;
+    s.disk_bytes_used = d.bytes;
+  }
   s.blocks_free = kv_.pool().num_free();
   s.blocks_cached = kv_.pool().num_cached();
   s.blocks_in_use = kv_.pool().num_in_use();

@@ -44,10 +44,10 @@ Delivery bare_error(RequestId id, std::int32_t sample_index,
 
 class EngineCore {
  public:
-  // `log` must outlive the core.
+  // `log` must outlive the core. `disk`: the prefix cache's disk tier, or null.
   EngineCore(const EngineConfig& config, const EngineInfo& info, model::ModelConfig model,
              std::unique_ptr<backend::Backend> backend, std::optional<Tokenizer> tokenizer,
-             const util::Logger& log);
+             const util::Logger& log, std::unique_ptr<kv::DiskTier> disk = nullptr);
 
   // Takes a request, as num_samples() sequences; a bad one is finished at once (each sample)
   // with FinishReason::kError, as is one
@@ -85,6 +85,7 @@ class EngineCore {
   void report_tokens(Sequence& seq);
   void run_step();
   void run_transfers();
+  void queue_disk_jobs(kv::Transfers& transfers);
   void apply_pin(Sequence& seq);
   bool sample_on_device(const BuiltBatch& built) const;
   void build_sample_specs(const BuiltBatch& built);
@@ -99,6 +100,8 @@ class EngineCore {
   EngineInfo info_;
   model::ModelConfig model_;
   std::unique_ptr<backend::Backend> backend_;
+  // Its I/O thread reads and writes the backend's host slots: destroyed (joined) before it.
+  std::unique_ptr<kv::DiskTier> disk_;
   std::optional<Tokenizer> tokenizer_;
   kv::KvCacheManager kv_;
   Scheduler scheduler_;

@@ -16,6 +16,7 @@
 #if defined(CACHET_WITH_CUDA)
 #include "backend/cuda/cuda_backend.h"
 #endif
+#include "engine/kv_fingerprint.h"
 #include "model/weights.h"
 #include "util/cpu_count.h"
 #include "util/json_depth.h"
@@ -44,6 +45,13 @@ void check_config(const EngineConfig& c) {
   if (c.host_kv_cache_bytes < 0)
     bad(fmt::format("host_kv_cache_bytes must be >= 0 (0: no host tier), got {}",
                     c.host_kv_cache_bytes));
+  if (c.disk_kv_cache_bytes < 0)
+    bad(fmt::format("disk_kv_cache_bytes must be >= 0, got {}", c.disk_kv_cache_bytes));
+  if (!c.kv_cache_dir.empty() && c.enable_prefix_caching && c.host_kv_cache_bytes == 0)
+    bad(
+        fmt::format("kv_cache_dir {} needs host_kv_cache_bytes > 0: the disk tier reads and "
+                    "writes blocks through the host tier",
+                    c.kv_cache_dir));
   if (c.cuda_device < 0) bad(fmt::format("cuda_device must be >= 0, got {}", c.cuda_device));
   if (!(c.gpu_memory_utilization > 0 && c.gpu_memory_utilization <= 1))
     bad(fmt::format("gpu_memory_utilization must be in (0, 1], got {}", c.gpu_memory_utilization));
@@ -188,6 +196,30 @@ std::int64_t make_host_tier(const EngineConfig& config, backend::Backend& backen
   return slots;
 }
 
+// The disk tier under the host tier: none without one (or without prefix caching).
+std::unique_ptr<kv::DiskTier> make_disk_tier(const EngineConfig& config, const fs::path& dir,
+                                             backend::Backend& backend, std::int64_t block_bytes,
+                                             std::int64_t host_blocks, const util::Logger& log) {
+  if (config.kv_cache_dir.empty() || host_blocks == 0) return nullptr;
+  if (config.disk_kv_cache_bytes < block_bytes)
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("EngineConfig: disk_kv_cache_bytes {} holds no KV block (one block "
+                            "of {} tokens takes {} bytes)",
+                            config.disk_kv_cache_bytes, config.block_size, block_bytes));
+  const KvFingerprint fp = kv_fingerprint(dir, config.block_size, backend.kv_format());
+  kv::DiskTierOptions o;
+  o.root = config.kv_cache_dir;
+  o.fingerprint = fp.hash;
+  o.fingerprint_json = fp.json;
+  o.block_size = config.block_size;
+  o.payload_bytes = static_cast<std::uint64_t>(block_bytes);
+  o.capacity_bytes = config.disk_kv_cache_bytes;
+  // At most half the host tier waits for the disk (a write holds its slot): the rest stays a
+  // cache. Beyond that, blocks are not written (EngineStats::disk_writes_dropped).
+  o.max_queued_writes = static_cast<std::size_t>(std::max<std::int64_t>(1, host_blocks / 2));
+  return std::make_unique<kv::DiskTier>(std::move(o), log);
+}
+
 EngineInfo describe(const EngineConfig& config, const EngineParts& parts, std::int32_t max_len,
                     int threads, std::int64_t block_bytes, std::int64_t host_blocks) {
   EngineInfo info;
@@ -202,6 +234,10 @@ EngineInfo describe(const EngineConfig& config, const EngineParts& parts, std::i
   info.kv_cache_bytes = num_blocks * block_bytes;
   info.num_host_kv_blocks = host_blocks;
   info.host_kv_cache_bytes = host_blocks * block_bytes;
+  if (parts.disk) {
+    info.disk_kv_cache_dir = parts.disk->dir().string();
+    info.disk_kv_cache_writable = parts.disk->writable();
+  }
   info.max_model_len = max_len;
   info.max_num_seqs = config.max_num_seqs;
   info.max_num_batched_tokens = config.max_num_batched_tokens;
@@ -243,6 +279,7 @@ EngineParts build_engine_parts(const EngineConfig& config, const util::Logger& l
   parts.backend = make_cuda(config, dir, parts.model, max_len, log, block_bytes);
   if (!parts.backend) parts.backend = make_cpu(config, dir, parts.model, threads, log, block_bytes);
   const std::int64_t host_blocks = make_host_tier(config, *parts.backend, block_bytes);
+  parts.disk = make_disk_tier(config, dir, *parts.backend, block_bytes, host_blocks, log);
   parts.info = describe(config, parts, max_len, threads, block_bytes, host_blocks);
   log.info(
       "{} on {}{}: {} KV blocks of {} tokens ({:.1f} MiB), host tier {} blocks ({:.1f} MiB), "

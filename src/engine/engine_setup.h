@@ -7,6 +7,7 @@
 
 #include "backend/backend.h"
 #include "cachet/engine.h"
+#include "kv/disk_tier.h"
 #include "model/model_config.h"
 #include "util/log.h"
 
@@ -17,6 +18,7 @@ struct EngineParts {
   model::ModelConfig model;
   std::optional<Tokenizer> tokenizer;
   std::unique_ptr<backend::Backend> backend;
+  std::unique_ptr<kv::DiskTier> disk;  // EngineConfig::kv_cache_dir; null when off
 };
 
 // Throws Error naming the option, file, field or tensor at fault. Logs through `log` why

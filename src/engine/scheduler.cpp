@@ -129,7 +129,16 @@ void Scheduler::admit_waiting(Step& step, std::int32_t& budget) {
   for (std::size_t i = 0; i < waiting_.size() && budget > 0 &&
                           static_cast<std::int32_t>(running_.size()) < config_.max_num_seqs;) {
     Sequence* seq = waiting_[i];
+    if (kv_.disk_read_pending(seq->kv)) {
+      ++i;  // loading: its blocks are being read from the disk tier
+      continue;
+    }
     kv::PrefixMatch match = match_for(*seq);
+    if (!needs_whole_prompt(*seq) &&
+        kv_.start_disk_read(seq->kv, seq->tokens, match, seq->size() - 1)) {
+      ++i;
+      continue;
+    }
     const std::size_t next_block = match.blocks.size() + match.host_slots.size();
     if (next_block < seq->kv.hashes.size() && pending.contains(seq->kv.hashes[next_block]) &&
         !needs_whole_prompt(*seq)) {
@@ -153,8 +162,10 @@ void Scheduler::admit_waiting(Step& step, std::int32_t& budget) {
       counters_.hit_tokens += match.num_tokens;
       counters_.query_blocks += seq->num_prompt_tokens / kv_.block_size();
       counters_.hit_blocks += static_cast<std::int64_t>(next_block);
+      const auto from_disk = static_cast<std::int64_t>(match.num_from_disk);
       counters_.host_hit_tokens +=
-          static_cast<std::int64_t>(match.host_slots.size()) * kv_.block_size();
+          (static_cast<std::int64_t>(match.host_slots.size()) - from_disk) * kv_.block_size();
+      counters_.disk_hit_tokens += from_disk * kv_.block_size();
       counters_.partial_hit_tokens += match.partial_tokens;
     }
     seq->num_computed = match.num_tokens;

@@ -4,7 +4,9 @@
 // Per step: running decodes first (one token each), then running prefills continue with
 // their next chunk, then waiting sequences are admitted. Admission matches the longest
 // cached prefix (full blocks, in the device pool and then the host tier; at least the last
-// prompt token is always computed) and allocates the rest; a waiting sequence whose next uncached
+// prompt token is always computed) and allocates the rest; a sequence whose match stops where
+// the disk tier has the next blocks waits while they are read into the host tier (loading),
+// then is admitted with them; a waiting sequence whose next uncached
 // block is being computed by a running sequence waits a step and then hits it (in-batch
 // deduplication). Out of blocks, cached blocks nobody references are evicted (least recently used
 // first); still out, the latest-arrived running sequence is preempted by recompute: its blocks are
@@ -49,6 +51,7 @@ struct CacheCounters {
   std::int64_t query_tokens = 0, hit_tokens = 0;
   std::int64_t query_blocks = 0, hit_blocks = 0;
   std::int64_t host_hit_tokens = 0;     // of hit_tokens, those loaded from the host tier
+  std::int64_t disk_hit_tokens = 0;     // of hit_tokens, those read from the disk tier
   std::int64_t partial_hit_tokens = 0;  // of hit_tokens, those copied from a partly matching block
   std::int64_t preemptions = 0;
 };

@@ -125,6 +125,9 @@ class BlockPool {
   // tier, or computed again while the host tier holds it); ContentId{}: a new one.
   BlockId register_block(BlockId id, const BlockHash& hash, const ChainLink& link,
                          std::span<const TokenId> tokens, ContentId content = {});
+  // A content identity never handed out before, for contents first registered in another
+  // tier (a block read from the disk tier into the host tier).
+  ContentId new_content() { return ContentId{next_content_++}; }
   // Pins a registered block until `until` (seconds on the caller's steady clock; a later pin
   // already there stands) and records `ttl`, by which pin_refresh() extends it.
   void pin(BlockId id, double until, double ttl);

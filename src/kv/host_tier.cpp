@@ -71,18 +71,55 @@ std::optional<std::int64_t> HostTier::store(const EvictedBlock& block) {
   }
   const auto slot = take_slot();
   if (!slot) return std::nullopt;
-  Entry& e = at(*slot);
-  e.used = true;
-  e.hash = block.hash;
-  e.content = block.content;
-  e.parent = block.link.parent;
-  e.salt = block.link.parent ? std::string() : std::string(block.link.salt);
-  std::copy(block.tokens.begin(), block.tokens.end(),
-            tokens_.begin() + static_cast<std::ptrdiff_t>(*slot) * block_size_);
-  index_.emplace(block.hash, *slot);
-  by_content_.emplace(block.content.value, *slot);
-  lru_push_back(*slot);
+  fill(*slot, block.hash, block.link, block.tokens, block.content);
   return slot;
+}
+
+void HostTier::fill(std::int64_t slot, const BlockHash& hash, const ChainLink& link,
+                    std::span<const TokenId> tokens, ContentId content) {
+  Entry& e = at(slot);
+  e.used = true;
+  e.hash = hash;
+  e.content = content;
+  e.parent = link.parent;
+  e.salt = link.parent ? std::string() : std::string(link.salt);
+  std::copy(tokens.begin(), tokens.end(),
+            tokens_.begin() + static_cast<std::ptrdiff_t>(slot) * block_size_);
+  index_.emplace(hash, slot);
+  by_content_.emplace(content.value, slot);
+  lru_push_back(slot);
+}
+
+std::optional<std::int64_t> HostTier::reserve() {
+  const auto slot = take_slot();
+  if (!slot) return std::nullopt;
+  at(*slot).reserved = true;
+  ++num_reserved_;
+  return slot;
+}
+
+std::int64_t HostTier::publish(std::int64_t slot, const BlockHash& hash, const ChainLink& link,
+                               std::span<const TokenId> tokens, ContentId content) {
+  if (!at(slot).reserved || content.value == 0 ||
+      tokens.size() != static_cast<std::size_t>(block_size_))
+    integrity_failure("publishing a slot that is not reserved, or without contents", slot);
+  if (auto held = lookup(hash, link, tokens)) {
+    cancel(slot);
+    return *held;
+  }
+  at(slot).reserved = false;
+  --num_reserved_;
+  fill(slot, hash, link, tokens, content);
+  at(slot).from_disk = true;
+  return slot;
+}
+
+void HostTier::cancel(std::int64_t slot) {
+  Entry& e = at(slot);
+  if (!e.reserved) integrity_failure("cancelling a slot that is not reserved", slot);
+  e = Entry{};
+  --num_reserved_;
+  free_.push_back(slot);
 }
 
 // A free slot, evicting the least recently used unheld entry when none is free.
@@ -166,10 +203,16 @@ void HostTier::check_integrity() const {
     in_lru[static_cast<std::size_t>(i)] = true;
   }
   std::size_t used = 0;
+  std::int64_t reserved = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const Entry& e = slots_[i];
     const auto slot = static_cast<std::int64_t>(i);
-    if (e.used == is_free[i]) integrity_failure("a slot both used and free, or neither", slot);
+    if (e.used && e.reserved) integrity_failure("a slot both used and reserved", slot);
+    if ((e.used || e.reserved) == is_free[i])
+      integrity_failure("a slot both taken and free, or neither", slot);
+    if (e.reserved && (e.holds != 0 || e.from_disk))
+      integrity_failure("a reserved slot held or marked as an entry", slot);
+    reserved += e.reserved ? 1 : 0;
     if (in_lru[i] != (e.used && e.holds == 0))
       integrity_failure("the LRU differs from the used, unheld entries", slot);
     if (!e.used) continue;
@@ -183,6 +226,7 @@ void HostTier::check_integrity() const {
   }
   if (index_.size() != used || by_content_.size() != used)
     integrity_failure("an index holds entries that are not used", -1);
+  if (reserved != num_reserved_) integrity_failure("the reserved count differs from the slots", -1);
 }
 
 }  // namespace cachet::kv

@@ -6,7 +6,11 @@
 // or a first block's salt) and ContentId, so a hit here is as exact as one in the device pool
 // and a block loaded back keeps its identity (its children, in either tier, still link to
 // it). Entries are evicted least recently used first; an entry is held (not evictable) from
-// the moment a request takes it until the copy back to the device has run.
+// the moment a request takes it until the copy back to the device has run, and while the
+// disk tier writes its bytes.
+//
+// With a disk tier, a slot may also be reserved: taken for bytes the disk tier is reading
+// into it, neither free nor findable, until publish() makes it an entry or cancel() frees it.
 #pragma once
 
 #include <cstdint>
@@ -28,7 +32,11 @@ class HostTier {
   HostTier(std::int64_t num_slots, std::int32_t block_size);
 
   std::int64_t num_slots() const { return static_cast<std::int64_t>(slots_.size()); }
-  std::int64_t num_used() const { return num_slots() - static_cast<std::int64_t>(free_.size()); }
+  // Slots holding an entry (not free, not reserved).
+  std::int64_t num_used() const {
+    return num_slots() - static_cast<std::int64_t>(free_.size()) - num_reserved_;
+  }
+  std::int64_t num_reserved() const { return num_reserved_; }
   std::int64_t num_evictions() const { return num_evictions_; }
 
   // The entry holding these contents (same hash, link and tokens), exact whatever the hash.
@@ -48,14 +56,30 @@ class HostTier {
   void hold(std::int64_t slot);
   void release_hold(std::int64_t slot);
 
-  // Throws Error(kInternal) naming the broken rule unless every slot is free or used exactly
-  // once, the LRU holds exactly the used unheld entries, and the hash and content indexes
-  // hold exactly the used entries.
+  // A slot for a block the disk tier is about to read: taken as store() takes one (evicting
+  // the least recently used unheld entry when none is free), but not an entry yet; nullopt
+  // when every slot is held or reserved.
+  std::optional<std::int64_t> reserve();
+  // The reserved slot becomes the entry of these contents (most recently used), marked as
+  // read from disk until clear_from_disk(); or, when the tier holds these contents already
+  // (same hash, link and tokens), the slot is freed and that entry returned.
+  std::int64_t publish(std::int64_t slot, const BlockHash& hash, const ChainLink& link,
+                       std::span<const TokenId> tokens, ContentId content);
+  // The reserved slot is freed (its read failed).
+  void cancel(std::int64_t slot);
+  bool from_disk(std::int64_t slot) const { return at(slot).from_disk; }
+  void clear_from_disk(std::int64_t slot) { at(slot).from_disk = false; }
+
+  // Throws Error(kInternal) naming the broken rule unless every slot is free, reserved or used
+  // exactly once, the LRU holds exactly the used unheld entries, and the hash and content
+  // indexes hold exactly the used entries.
   void check_integrity() const;
 
  private:
   struct Entry {
     bool used = false;
+    bool reserved = false;   // being read from disk: neither free nor an entry
+    bool from_disk = false;  // read from disk and not yet loaded to the device
     std::int32_t holds = 0;
     BlockHash hash;
     ContentId content;
@@ -70,6 +94,9 @@ class HostTier {
                     std::span<const TokenId> tokens) const;
   std::optional<std::int64_t> take_slot();
   void drop(std::int64_t slot);
+  // Makes a taken slot the entry of these contents, most recently used.
+  void fill(std::int64_t slot, const BlockHash& hash, const ChainLink& link,
+            std::span<const TokenId> tokens, ContentId content);
   void lru_push_back(std::int64_t slot);
   void lru_remove(std::int64_t slot);
 
@@ -81,6 +108,7 @@ class HostTier {
   std::unordered_multimap<BlockHash, std::int64_t, BlockHashHasher> index_;
   std::unordered_map<std::uint64_t, std::int64_t> by_content_;
   std::int64_t num_evictions_ = 0;
+  std::int64_t num_reserved_ = 0;
 };
 
 }  // namespace cachet::kv

@@ -65,6 +65,7 @@ PrefixMatch KvCacheManager::match(const SeqBlocks& seq, std::span<const TokenId>
     auto slot = host_.lookup(seq.hashes[i], link_at(i, seq, parent), block);
     if (!slot) break;
     m.host_slots.push_back(*slot);
+    m.num_from_disk += host_.from_disk(*slot) ? 1 : 0;
     parent = host_.content(*slot);
   }
   m.num_tokens = static_cast<std::int32_t>(i) * block_size_;
@@ -121,6 +122,7 @@ bool KvCacheManager::admit(SeqBlocks& seq, const PrefixMatch& match, std::int32_
     promote(seq, match.blocks.size() + k, match.host_slots[k]);
   seq.num_registered = static_cast<std::int32_t>(match.num_full_blocks());
   host_counters_.hit_blocks += static_cast<std::int64_t>(match.host_slots.size());
+  host_counters_.disk_hit_blocks += static_cast<std::int64_t>(match.num_from_disk);
   if (match.partial)
     pending_.prefix_copies.push_back(
         {*match.partial, seq.blocks[match.num_full_blocks()], match.partial_tokens});
@@ -140,6 +142,7 @@ void KvCacheManager::promote(SeqBlocks& seq, std::size_t index, std::int64_t slo
     return;
   }
   pending_.loads.push_back({own, slot});
+  host_.clear_from_disk(slot);  // from now on a hit on it is the host tier's
   ++host_counters_.blocks_loaded;
 }
 
@@ -181,7 +184,18 @@ PinResult KvCacheManager::pin_prefix(const SeqBlocks& seq, std::int32_t num_bloc
 void KvCacheManager::check_integrity(std::span<const std::vector<BlockId>* const> tables) const {
   pool_.check_integrity(tables);
   host_.check_integrity();
-  if (!pending_.empty())
+  std::int64_t reserved = 0;
+  for (const auto& [ticket, read] : disk_reads_)
+    reserved += static_cast<std::int64_t>(read.slots.size());
+  if (reserved != host_.num_reserved())
+    throw Error(ErrorCode::kInternal,
+                fmt::format("KV cache integrity violated: {} host slots reserved, {} for the disk "
+                            "reads in flight",
+                            host_.num_reserved(), reserved));
+  // Between steps only the write-through of the blocks the last step committed may wait (a
+  // save each, with its disk write); everything an admission queued has run.
+  if (!pending_.loads.empty() || !pending_.prefix_copies.empty() || !pending_.disk_reads.empty() ||
+      pending_.saves.size() != pending_.disk_writes.size())
     throw Error(ErrorCode::kInternal,
                 "KV cache integrity violated: block copies left pending after a step");
 }
@@ -211,9 +225,122 @@ void KvCacheManager::commit(SeqBlocks& seq, std::span<const TokenId> tokens,
     const BlockId held = pool_.register_block(own, seq.hashes[at], link, block,
                                               in_host ? host_.content(*in_host) : ContentId{});
     // Another sequence computed the same content first: share its block, free this copy.
-    if (held != own) share(seq, at, held);
+    if (held != own)
+      share(seq, at, held);
+    else if (!in_host && disk_ != nullptr)
+      write_through(seq, at, tokens);
   }
   seq.num_registered = std::max(seq.num_registered, full);
+}
+
+void KvCacheManager::write_through(const SeqBlocks& seq, std::size_t index,
+                                   std::span<const TokenId> tokens) {
+  const BlockHash& hash = seq.hashes[index];
+  if (!disk_->writable() || disk_->contains(hash)) return;
+  const BlockId id = seq.blocks[index];
+  const auto block = static_cast<std::size_t>(block_size_);
+  const ContentId parent = index == 0 ? ContentId{} : pool_.content_of(seq.blocks[index - 1]);
+  const EvictedBlock copy{id, hash, pool_.content_of(id), link_at(index, seq, parent),
+                          tokens.subspan(index * block, block)};
+  const auto slot = host_.store(copy);
+  if (!slot) {
+    ++host_counters_.disk_writes_skipped;
+    return;
+  }
+  host_.hold(*slot);  // until the disk tier has written it
+  pending_.saves.push_back({id, *slot});
+  ++host_counters_.blocks_stored;
+  const auto prefix = tokens.first((index + 1) * block);
+  pending_.disk_writes.push_back(
+      {hash, seq.salt, std::vector<TokenId>(prefix.begin(), prefix.end()), *slot, {}});
+}
+
+bool KvCacheManager::start_disk_read(SeqBlocks& seq, std::span<const TokenId> tokens,
+                                     const PrefixMatch& m, std::int32_t max_tokens) {
+  if (disk_ == nullptr || seq.disk_probed || !enable_caching_) return false;
+  seq.disk_probed = true;
+  const std::size_t first = m.num_full_blocks();
+  const std::size_t limit =
+      std::min(seq.hashes.size(), static_cast<std::size_t>(std::max(0, max_tokens) / block_size_));
+  // The matched host entries must survive the reservations (which evict the tier's LRU).
+  for (std::int64_t slot : m.host_slots) host_.hold(slot);
+  PendingRead read{seq.salt, {}, {}, first, {}};
+  for (std::size_t i = first; i < limit && disk_->contains(seq.hashes[i]); ++i) {
+    const auto slot = host_.reserve();
+    if (!slot) break;
+    read.slots.push_back(*slot);
+  }
+  for (std::int64_t slot : m.host_slots) host_.release_hold(slot);
+  if (read.slots.empty()) return false;
+  const std::size_t end = first + read.slots.size();
+  read.tokens.assign(tokens.begin(),
+                     tokens.begin() + static_cast<std::ptrdiff_t>(end) * block_size_);
+  read.hashes.assign(seq.hashes.begin(), seq.hashes.begin() + static_cast<std::ptrdiff_t>(end));
+  const std::uint64_t ticket = next_ticket_++;
+  pending_.disk_reads.push_back(
+      {ticket,
+       read.salt,
+       read.tokens,
+       first,
+       std::vector<BlockHash>(read.hashes.begin() + static_cast<std::ptrdiff_t>(first),
+                              read.hashes.end()),
+       {}});
+  pending_.disk_read_slots.push_back(read.slots);
+  disk_reads_.emplace(ticket, std::move(read));
+  seq.disk_read = ticket;
+  return true;
+}
+
+bool KvCacheManager::disk_read_pending(const SeqBlocks& seq) const {
+  return seq.disk_read && disk_reads_.contains(*seq.disk_read);
+}
+
+void KvCacheManager::finish_disk_jobs(const DiskDone& done) {
+  for (std::int64_t slot : done.written_slots) host_.release_hold(slot);
+  for (const DiskReadDone& r : done.reads) {
+    auto it = disk_reads_.find(r.ticket);
+    if (it == disk_reads_.end())
+      throw Error(
+          ErrorCode::kInternal,
+          fmt::format("KV disk tier: a read finished that was never started ({})", r.ticket));
+    const PendingRead read = std::move(it->second);
+    disk_reads_.erase(it);
+    publish_read(read, r.num_ok);
+  }
+}
+
+std::optional<ContentId> KvCacheManager::content_before(const PendingRead& read,
+                                                        std::size_t index) const {
+  SeqBlocks chain{read.salt,
+                  {},
+                  {read.hashes.begin(), read.hashes.begin() + static_cast<std::ptrdiff_t>(index)}};
+  const PrefixMatch m = match(chain, read.tokens, static_cast<std::int32_t>(index) * block_size_);
+  if (m.num_full_blocks() != index) return std::nullopt;
+  return m.host_slots.empty() ? pool_.content_of(m.blocks.back())
+                              : host_.content(m.host_slots.back());
+}
+
+void KvCacheManager::publish_read(const PendingRead& read, std::size_t num_ok) {
+  // The blocks before the first one read may have been evicted meanwhile: then nothing links.
+  std::optional<ContentId> parent;
+  if (read.first_block > 0) parent = content_before(read, read.first_block);
+  if (read.first_block > 0 && !parent) num_ok = 0;
+  const auto block = static_cast<std::size_t>(block_size_);
+  for (std::size_t k = 0; k < read.slots.size(); ++k) {
+    if (k >= num_ok) {
+      host_.cancel(read.slots[k]);
+      continue;
+    }
+    const std::size_t index = read.first_block + k;
+    const ChainLink link = index == 0 ? ChainLink::first(read.salt) : ChainLink::after(*parent);
+    const auto tokens = std::span(read.tokens).subspan(index * block, block);
+    // Contents the device pool holds already keep their identity there, as commit() does.
+    const auto on_device = pool_.lookup(read.hashes[index], link, tokens);
+    const ContentId content = on_device ? pool_.content_of(*on_device) : pool_.new_content();
+    const std::int64_t slot =
+        host_.publish(read.slots[k], read.hashes[index], link, tokens, content);
+    parent = host_.content(slot);
+  }
 }
 
 void KvCacheManager::free(SeqBlocks& seq) {

@@ -17,9 +17,16 @@
 // With partial-block reuse, a match that ends inside a block goes on token by token: when a
 // cached device block computed after the matched prefix begins with the request's next
 // tokens, their K/V is copied into the request's fresh block and only the rest is computed.
+//
+// With a disk tier (set_disk_tier) below the host tier, every block computed on the device is
+// written through: saved to a host slot, held there until the disk tier has written it. A
+// waiting sequence whose match stops where the disk tier has the next blocks has them read
+// into reserved host slots first (start_disk_read) and waits; finish_disk_jobs() publishes
+// what was read and verified as host entries, which its admission then loads like any other.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -27,6 +34,7 @@
 
 #include "kv/block_hash.h"
 #include "kv/block_pool.h"
+#include "kv/disk_tier.h"
 #include "kv/host_tier.h"
 
 namespace cachet::kv {
@@ -37,6 +45,9 @@ struct SeqBlocks {
   std::vector<BlockId> blocks;    // block table: token i lives in blocks[i / block_size]
   std::vector<BlockHash> hashes;  // hashes of the sequence's full blocks computed so far
   std::int32_t num_registered = 0;
+  // The disk tier: looked in once per sequence; the read it waits for, while one runs.
+  bool disk_probed = false;
+  std::optional<std::uint64_t> disk_read;
 };
 
 // The longest cached prefix of a sequence, found without changing anything: device blocks
@@ -44,6 +55,7 @@ struct SeqBlocks {
 struct PrefixMatch {
   std::vector<BlockId> blocks;           // cached device blocks, in chain order
   std::vector<std::int64_t> host_slots;  // then host-tier entries, in chain order
+  std::size_t num_from_disk = 0;         // of host_slots, entries read from the disk tier
   // Then, with partial-block reuse, a device block whose first `partial_tokens` tokens are
   // the request's next ones.
   std::optional<BlockId> partial;
@@ -69,12 +81,19 @@ struct BlockTransfer {
 
 // The copies the backend must run before the next forward pass: every save, then every load
 // (a block evicted and loaded again in the same step is saved before it is read), then every
-// prefix copy (whose source may have been loaded in the same step).
+// prefix copy (whose source may have been loaded in the same step). Then, once the copies are
+// done with host memory, the disk tier's jobs are queued (their payloads: the host slots').
 struct Transfers {
-  std::vector<BlockTransfer> saves;       // device -> host: demoted blocks
+  std::vector<BlockTransfer> saves;       // device -> host: demoted or written-through blocks
   std::vector<BlockTransfer> loads;       // host -> device: matched host blocks
   std::vector<PrefixCopy> prefix_copies;  // device -> device: partial-block reuse
-  bool empty() const { return saves.empty() && loads.empty() && prefix_copies.empty(); }
+  std::vector<DiskWrite> disk_writes;     // host -> disk: written-through blocks (saved above)
+  std::vector<DiskRead> disk_reads;       // disk -> reserved host slots (disk_read_slots)
+  std::vector<std::vector<std::int64_t>> disk_read_slots;  // per disk read, per block
+  bool empty() const {
+    return saves.empty() && loads.empty() && prefix_copies.empty() && disk_writes.empty() &&
+           disk_reads.empty();
+  }
 };
 
 // What pin_prefix() did: how many leading blocks are pinned now, or why none was.
@@ -83,11 +102,13 @@ struct PinResult {
   std::string error;
 };
 
-// Host-tier traffic since the engine started.
+// Host- and disk-tier traffic since the engine started.
 struct HostTierCounters {
-  std::int64_t blocks_stored = 0;  // demoted blocks copied to the host tier
+  std::int64_t blocks_stored = 0;  // blocks copied to the host tier (demoted or written through)
   std::int64_t blocks_loaded = 0;  // host blocks copied back to the device
   std::int64_t hit_blocks = 0;     // prefix blocks matched in the host tier (counted at admission)
+  std::int64_t disk_hit_blocks = 0;      // of hit_blocks, entries the disk tier had read
+  std::int64_t disk_writes_skipped = 0;  // computed blocks not written: no host slot was free
 };
 
 class KvCacheManager {
@@ -139,13 +160,30 @@ class KvCacheManager {
   // the budget, with the reason. ttl <= 0 unpins them instead.
   PinResult pin_prefix(const SeqBlocks& seq, std::int32_t num_blocks, double ttl);
 
+  // The disk tier (not owned; null: none), which must outlive this manager's use of it: every
+  // block computed from now on is written through, and sequences may read from it.
+  void set_disk_tier(const DiskTier* disk) { disk_ = disk; }
+  // For a waiting sequence matched as `m` (at most `max_tokens` tokens): when the disk tier
+  // has the blocks that follow the match, reserves host slots for them and queues their read
+  // in the next take_transfers(); true when it did, and the sequence then waits for it
+  // (disk_read_pending). Looks once per sequence.
+  bool start_disk_read(SeqBlocks& seq, std::span<const TokenId> tokens, const PrefixMatch& m,
+                       std::int32_t max_tokens);
+  bool disk_read_pending(const SeqBlocks& seq) const;
+  std::size_t num_disk_reads() const { return disk_reads_.size(); }
+  // The disk tier's finished jobs: written slots are released; the blocks a read verified
+  // become host entries linked after what their chain matches before them (in chain order,
+  // so later blocks follow earlier ones), and the rest of its slots are freed.
+  void finish_disk_jobs(const DiskDone& done);
+
   const HostTier& host_tier() const { return host_; }
   const HostTierCounters& host_counters() const { return host_counters_; }
 
   // How many blocks a table covering `total_tokens` needs beyond what `seq` holds.
   std::int64_t blocks_needed(const SeqBlocks& seq, std::int32_t total_tokens) const;
-  // The pool's and the host tier's integrity checks; also that no copy is pending (call
-  // between steps, after take_transfers()).
+  // The pool's and the host tier's integrity checks; also that no copy is pending but the
+  // write-through of blocks committed since take_transfers() (call between steps), and that
+  // the host tier's reserved slots are those of the disk reads in flight.
   void check_integrity(std::span<const std::vector<BlockId>* const> tables) const;
 
  private:
@@ -153,6 +191,19 @@ class KvCacheManager {
   // The link of the block at `index` of a chain whose blocks before it are `parent`.
   static ChainLink link_at(std::size_t index, const SeqBlocks& seq, ContentId parent);
   void demote(const EvictedBlock& block);
+  // After commit registered seq.blocks[index] as new contents: queue its write to the disk.
+  void write_through(const SeqBlocks& seq, std::size_t index, std::span<const TokenId> tokens);
+  // What a read from the disk tier needs at its end, kept while it runs.
+  struct PendingRead {
+    std::string salt;
+    std::vector<TokenId> tokens;    // the chain's, through its last block read
+    std::vector<BlockHash> hashes;  // the chain's, from block 0 through its last block read
+    std::size_t first_block = 0;
+    std::vector<std::int64_t> slots;  // reserved, one per block from first_block
+  };
+  void publish_read(const PendingRead& read, std::size_t num_ok);
+  // The contents a chain's block `index` follows (index > 0), wherever they are cached now.
+  std::optional<ContentId> content_before(const PendingRead& read, std::size_t index) const;
   // Registers the host block matched at `index` in the fresh device block there.
   void promote(SeqBlocks& seq, std::size_t index, std::int64_t slot);
   // seq.blocks[index] is unregistered and `held` holds its contents: share `held` instead.
@@ -169,6 +220,9 @@ class KvCacheManager {
   HostTier host_;
   Transfers pending_;
   HostTierCounters host_counters_;
+  const DiskTier* disk_ = nullptr;
+  std::map<std::uint64_t, PendingRead> disk_reads_;  // by ticket
+  std::uint64_t next_ticket_ = 1;
   double now_ = 0;
   std::int64_t pin_budget_ = 0;
 };

@@ -119,6 +119,9 @@ json run_json(const bench::RunResult& run, const bench::RunMetrics& m,
           {"host_blocks_stored", s.host_blocks_stored},
           {"host_blocks_loaded", s.host_blocks_loaded},
           {"host_evictions", s.host_evictions},
+          {"disk_hit_tokens", s.prefix_cache_disk_hit_tokens},
+          {"disk_blocks_written", s.disk_blocks_written},
+          {"disk_blocks_read", s.disk_blocks_read},
           {"num_requests", m.num_requests},
           {"num_failed", m.num_failed},
           {"prompt_tokens", m.prompt_tokens},
@@ -228,10 +231,12 @@ void print_table(const std::vector<RunReport>& runs) {
     return fmt::format("{} / {}", r.result.stats.evictions, r.result.stats.preemptions);
   });
   if (std::any_of(runs.begin(), runs.end(), [](R r) { return r.host_tier_blocks > 0; })) {
-    plain("hit tokens: device / host", [](R r) {
+    plain("hit tokens: device / host / disk", [](R r) {
       const EngineStats& s = r.result.stats;
-      return fmt::format("{} / {}", s.prefix_cache_hit_tokens - s.prefix_cache_host_hit_tokens,
-                         s.prefix_cache_host_hit_tokens);
+      return fmt::format("{} / {} / {}",
+                         s.prefix_cache_hit_tokens - s.prefix_cache_host_hit_tokens -
+                             s.prefix_cache_disk_hit_tokens,
+                         s.prefix_cache_host_hit_tokens, s.prefix_cache_disk_hit_tokens);
     });
     plain("host blocks stored / loaded", [](R r) {
       return fmt::format("{} / {}", r.result.stats.host_blocks_stored,

@@ -44,6 +44,14 @@ void add_engine_flags(CLI::App& cmd, EngineFlags& f) {
                  "Host-memory tier of the prefix cache in MiB: blocks the KV cache evicts are "
                  "kept there and loaded back for a later hit (0 = off)")
       ->capture_default_str();
+  cmd.add_option("--kv-cache-dir", f.config.kv_cache_dir,
+                 "Disk tier of the prefix cache: a directory where every computed KV block is "
+                 "written (through the host tier) and read back by any later engine on the same "
+                 "model, this process or another; needs --host-kv-cache-mib");
+  cmd.add_option("--disk-kv-cache-mib", f.disk_kv_cache_mib,
+                 "The most MiB of blocks --kv-cache-dir keeps for this model (least recently "
+                 "used removed first)")
+      ->capture_default_str();
   cmd.add_flag("--no-mmap", f.no_mmap,
                "Read the weight files into memory instead of memory-mapping them");
   cmd.add_option("--schedule", f.schedule, "fcfs | cache-aware")
@@ -74,6 +82,11 @@ EngineConfig engine_config(const EngineFlags& f) {
                 fmt::format("--host-kv-cache-mib must be in [0, {}], got {}", kMaxMib,
                             f.host_kv_cache_mib));
   c.host_kv_cache_bytes = f.host_kv_cache_mib << 20;
+  if (f.disk_kv_cache_mib < 0 || f.disk_kv_cache_mib > kMaxMib)
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("--disk-kv-cache-mib must be in [0, {}], got {}", kMaxMib,
+                            f.disk_kv_cache_mib));
+  c.disk_kv_cache_bytes = f.disk_kv_cache_mib << 20;
   c.device = f.device == "cpu" ? Device::kCpu : f.device == "cuda" ? Device::kCuda : Device::kAuto;
   c.kv_cache_bytes = f.kv_cache_bytes > 0 ? f.kv_cache_bytes : f.kv_cache_mib << 20;
   c.dtype = f.dtype == "fp16"   ? ComputeDType::kFloat16

@@ -16,6 +16,7 @@ struct EngineFlags {
   std::int64_t kv_cache_bytes = 0;
   std::int64_t kv_cache_mib = 0;
   std::int64_t host_kv_cache_mib = 0;
+  std::int64_t disk_kv_cache_mib = EngineConfig{}.disk_kv_cache_bytes >> 20;
   bool no_partial_blocks = false;
   std::string dtype = "auto";
   bool no_cuda_graphs = false;
@@ -26,7 +27,8 @@ struct EngineFlags {
 };
 
 // Registers --model (required) and the engine flags (--device, --threads, --block-size,
-// --kv-cache-mib, --kv-cache-bytes, --num-kv-blocks, --gpu-memory-utilization, --dtype,
+// --kv-cache-mib, --kv-cache-bytes, --num-kv-blocks, --host-kv-cache-mib, --kv-cache-dir,
+// --disk-kv-cache-mib, --gpu-memory-utilization, --dtype,
 // --cuda-device, --no-cuda-graphs, --gemm-autotune, --no-prefix-cache, --no-mmap, --schedule,
 // --max-num-seqs, --max-num-batched-tokens, --max-model-len, --check-kv-integrity,
 // --log-level) on `cmd`, writing into `flags`, which must outlive parsing.

@@ -1,5 +1,6 @@
 // The CUDA backend's host tier: blocks evicted from the GPU's KV cache are copied to pinned
-// host memory and copied back for a later hit. A hit served from the tier must give the same
+// host memory and copied back for a later hit; the disk tier below it writes and reads those
+// pinned slots. A hit served from the tier must give the same
 // bits as the same hit served from blocks that never left the GPU (the computation is the
 // same; only where the K/V bytes spent the meantime differs). Also partial-block reuse's copy
 // within the GPU's pools. Skips where no GPU can be used.
@@ -93,6 +94,39 @@ TEST(CudaHostTier, AHitLoadedFromPinnedHostMemoryEqualsOneKeptOnTheGpu) {
   EXPECT_EQ(tiered.stats().prefix_cache_host_hit_tokens, 144);
   EXPECT_TRUE(same_bits(got, want));
   EXPECT_TRUE(tiered.health().ok) << tiered.health().error;
+}
+
+// The disk tier on a GPU: the blocks a first engine computed are saved from the device into
+// pinned host slots, written from there by the tier's I/O thread once the copies have landed
+// (Backend::wait_for_copies), and read by a second engine into its own pinned slots, then
+// loaded to its device. The hit must give the bits of the same hit kept on the GPU.
+TEST(CudaHostTier, AHitReadFromTheDiskTierByANewEngineEqualsOneKeptOnTheGpu) {
+  CACHET_REQUIRE_GPU();
+  testing::TempDir dir, cache;
+  EngineConfig c = small_gpu_model(dir, 13);
+  const auto a = prompt(5, 150);
+  c.num_kv_blocks = 64;
+  Engine roomy(c);
+  roomy.generate({{a, greedy_with_logprobs(4), {}}});
+  const auto want = roomy.generate({{a, greedy_with_logprobs(4), {}}})[0];
+  ASSERT_EQ(want.num_cached_tokens, 144);
+
+  c.host_kv_cache_bytes = std::int64_t{64} << 20;
+  c.kv_cache_dir = cache.path().string();
+  {
+    Engine first(c);
+    ASSERT_TRUE(first.info().disk_kv_cache_writable);
+    EXPECT_NE(first.info().disk_kv_cache_dir.find("cachet-kv-"), std::string::npos);
+    first.generate({{a, greedy_with_logprobs(4), {}}});
+  }
+  Engine second(c);
+  const auto got = second.generate({{a, greedy_with_logprobs(4), {}}})[0];
+  ASSERT_NE(got.finish_reason, FinishReason::kError) << got.error;
+  EXPECT_EQ(got.num_cached_tokens, 144);
+  EXPECT_EQ(second.stats().prefix_cache_disk_hit_tokens, 144);
+  EXPECT_EQ(second.stats().disk_read_failures, 0);
+  EXPECT_TRUE(same_bits(got, want));
+  EXPECT_TRUE(second.health().ok) << second.health().error;
 }
 
 // Partial-block reuse on the GPU: the K/V of a block's first positions copied within the

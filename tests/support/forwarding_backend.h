@@ -32,6 +32,9 @@ class ForwardingBackend : public backend::Backend {
   void load_blocks(std::span<const backend::HostCopy> copies) override {
     inner_->load_blocks(copies);
   }
+  std::span<std::byte> host_slot(std::int64_t slot) override { return inner_->host_slot(slot); }
+  void wait_for_copies() override { inner_->wait_for_copies(); }
+  std::string kv_format() const override { return inner_->kv_format(); }
   void copy_block_prefixes(std::span<const backend::BlockPrefixCopy> copies) override {
     inner_->copy_block_prefixes(copies);
   }

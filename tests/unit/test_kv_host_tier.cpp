@@ -19,6 +19,7 @@
 #include "kv/kv_cache_manager.h"
 #include "support/kv_fuzz.h"
 #include "support/kv_steps.h"
+#include "support/kv_tier_fuzz.h"
 
 namespace cachet {
 namespace {
@@ -33,9 +34,9 @@ using kv::KvCacheManager;
 using kv::PrefixMatch;
 using kv::SeqBlocks;
 using testing::admit_all;
-using testing::chance;
+using testing::run_fuzz;
+using testing::TierStats;
 using testing::tokens_from;
-using testing::uniform;
 using Tables = std::vector<const std::vector<BlockId>*>;
 
 constexpr std::int32_t kBs = 4;
@@ -356,225 +357,8 @@ TEST(KvCacheManagerPartialReuse, OnlyABlockAfterTheSameParentAndSaltQualifies) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Randomized: steps of admissions, growth and frees on a tiny pool and tier, with the
-// content of every position of every device block and host slot tracked through the copies
-// (saves, loads and partial-block reuse's prefix copies).
-
-struct TierStats {
-  std::int64_t steps = 0, saves = 0, loads = 0, prefix_copies = 0, host_hit_blocks = 0,
-               device_hit_blocks = 0, partial_hit_tokens = 0, host_evictions = 0, pinned = 0;
-};
-
-// What a block holds: the K/V of positions [first, tokens.size()) computed after
-// tokens[0, position] under `salt`.
-struct Held {
-  std::string salt;
-  std::vector<TokenId> tokens;
-  std::int32_t first = 0;
-};
-
-class TierFuzz {
- public:
-  TierFuzz(std::uint64_t seed, bool partial, std::int64_t host_slots, TierStats& stats)
-      : rng_(seed),
-        bs_(uniform(rng_, 1, 4)),
-        kv_(uniform(rng_, 4, 12), bs_, true, host_slots < 0 ? uniform(rng_, 1, 16) : host_slots,
-            partial),
-        pin_budget_(uniform(rng_, 0, 6)),
-        device_(static_cast<std::size_t>(kv_.pool().num_blocks())),
-        host_(static_cast<std::size_t>(kv_.host_tier().num_slots())),
-        stats_(stats) {
-    kv_.set_pin_budget(pin_budget_);
-    for (int f = 0; f < 3; ++f) {
-      std::vector<TokenId> doc;
-      for (int i = 0; i < 40; ++i) doc.push_back(uniform(rng_, 0, 999));
-      docs_.push_back(doc);
-    }
-  }
-
-  void run(int steps) {
-    for (int s = 0; s < steps && !::testing::Test::HasFatalFailure(); ++s) step();
-  }
-
- private:
-  struct Seq {
-    SeqBlocks kv;
-    std::vector<TokenId> tokens;
-    std::int32_t computed = 0;
-    bool admitted = false;
-  };
-
-  std::vector<TokenId> make_prompt() {
-    const auto& doc = docs_[static_cast<std::size_t>(uniform(rng_, 0, 2))];
-    const int shared = chance(rng_, 0.5) ? 4 * uniform(rng_, 1, 9) : uniform(rng_, 0, 36);
-    std::vector<TokenId> t(doc.begin(), doc.begin() + shared);
-    const int own = uniform(rng_, 1, 6);
-    for (int i = 0; i < own; ++i) t.push_back(uniform(rng_, 1000, 100000));
-    return t;
-  }
-
-  void step() {
-    ++stats_.steps;
-    kv_.set_time(static_cast<double>(++clock_));
-    const int ops = uniform(rng_, 1, 4);
-    for (int i = 0; i < ops; ++i) operate();
-    run_copies();
-    compute();
-    kv_.check_integrity(tables());
-    ASSERT_LE(kv_.pool().num_pinned(), pin_budget_);
-    stats_.pinned = std::max(stats_.pinned, kv_.pool().num_pinned());
-    check_tables();
-  }
-
-  void operate() {
-    const int op = uniform(rng_, 0, 9);
-    if (op < 4 || seqs_.empty()) {
-      Seq s;
-      s.tokens = make_prompt();
-      s.kv.salt = chance(rng_, 0.2) ? "salted" : "";
-      seqs_.push_back(std::move(s));
-      admit(seqs_.back());
-    } else if (op == 4) {
-      // A pin of some of an admitted sequence's blocks, for a few steps (or an unpin).
-      Seq& s =
-          seqs_[static_cast<std::size_t>(uniform(rng_, 0, static_cast<int>(seqs_.size()) - 1))];
-      if (s.admitted) kv_.pin_prefix(s.kv, uniform(rng_, 0, 6), uniform(rng_, 0, 8));
-    } else if (op < 6) {
-      Seq& s =
-          seqs_[static_cast<std::size_t>(uniform(rng_, 0, static_cast<int>(seqs_.size()) - 1))];
-      if (!s.admitted) return admit(s);
-      const int more = uniform(rng_, 1, 2 * bs_);
-      const std::size_t before = s.tokens.size();
-      for (int k = 0; k < more; ++k) s.tokens.push_back(uniform(rng_, 1000, 100000));
-      if (!kv_.grow(s.kv, static_cast<std::int32_t>(s.tokens.size()))) s.tokens.resize(before);
-    } else {
-      const auto at =
-          static_cast<std::size_t>(uniform(rng_, 0, static_cast<int>(seqs_.size()) - 1));
-      kv_.free(seqs_[at].kv);
-      seqs_.erase(seqs_.begin() + static_cast<std::ptrdiff_t>(at));
-    }
-  }
-
-  void admit(Seq& s) {
-    kv_.update_hashes(s.kv, s.tokens);
-    const PrefixMatch m = kv_.match(s.kv, s.tokens, static_cast<std::int32_t>(s.tokens.size()) - 1);
-    if (!kv_.admit(s.kv, m, static_cast<std::int32_t>(s.tokens.size()))) return;
-    s.admitted = true;
-    s.computed = m.num_tokens;
-    stats_.device_hit_blocks += static_cast<std::int64_t>(m.blocks.size());
-    stats_.host_hit_blocks += static_cast<std::int64_t>(m.host_slots.size());
-    stats_.partial_hit_tokens += m.partial_tokens;
-  }
-
-  // What the backend does with the step's copies: every save, then every load, then every
-  // prefix copy (the first positions of one block into another).
-  void run_copies() {
-    const kv::Transfers t = kv_.take_transfers();
-    for (const auto& c : t.saves)
-      host_.at(static_cast<std::size_t>(c.host_slot)) = device_.at(idx(c.device));
-    for (const auto& c : t.loads)
-      device_.at(idx(c.device)) = host_.at(static_cast<std::size_t>(c.host_slot));
-    for (const auto& c : t.prefix_copies) {
-      std::optional<Held> from = device_.at(idx(c.from));
-      if (from) {
-        const auto end = std::min<std::size_t>(
-            from->tokens.size(), static_cast<std::size_t>(from->first + c.num_tokens));
-        from->tokens.resize(end);
-      }
-      device_.at(idx(c.to)) = from;
-    }
-    stats_.saves += static_cast<std::int64_t>(t.saves.size());
-    stats_.loads += static_cast<std::int64_t>(t.loads.size());
-    stats_.prefix_copies += static_cast<std::int64_t>(t.prefix_copies.size());
-  }
-
-  // Whether `held` is what block `b` of `s` must hold for its positions before `end`.
-  bool holds(const std::optional<Held>& held, const Seq& s, std::int32_t b,
-             std::int32_t end) const {
-    return held && held->salt == s.kv.salt && held->first == b * bs_ &&
-           static_cast<std::int32_t>(held->tokens.size()) >= end &&
-           std::equal(s.tokens.begin(), s.tokens.begin() + end, held->tokens.begin());
-  }
-
-  // The forward pass: every admitted sequence computes its remaining tokens, writing each
-  // block's content, then commits.
-  void compute() {
-    for (Seq& s : seqs_) {
-      if (!s.admitted) continue;
-      const auto size = static_cast<std::int32_t>(s.tokens.size());
-      for (std::int32_t b = s.computed / bs_; b * bs_ < size; ++b) {
-        auto& held = device_.at(idx(s.kv.blocks.at(static_cast<std::size_t>(b))));
-        // The positions before `computed` are read, not written: they must be right already.
-        if (s.computed > b * bs_) {
-          ASSERT_TRUE(holds(held, s, b, s.computed))
-              << "block " << b << " read before position " << s.computed << " holds other K/V";
-        }
-        const std::int32_t end = std::min(size, (b + 1) * bs_);
-        held = Held{s.kv.salt, std::vector<TokenId>(s.tokens.begin(), s.tokens.begin() + end),
-                    b * bs_};
-      }
-      s.computed = size;
-      kv_.commit(s.kv, s.tokens, size);
-    }
-    stats_.host_evictions = std::max(stats_.host_evictions, kv_.host_tier().num_evictions());
-  }
-
-  // Every block of every admitted sequence holds its content, loaded, copied or computed.
-  void check_tables() {
-    for (const Seq& s : seqs_) {
-      if (!s.admitted) continue;
-      const auto size = static_cast<std::int32_t>(s.tokens.size());
-      for (std::int32_t b = 0; b * bs_ < size; ++b) {
-        ASSERT_TRUE(holds(device_.at(idx(s.kv.blocks.at(static_cast<std::size_t>(b)))), s, b,
-                          std::min(size, (b + 1) * bs_)))
-            << "block " << b << " of a sequence holds other K/V";
-      }
-    }
-  }
-
-  Tables tables() const {
-    Tables t;
-    for (const Seq& s : seqs_) t.push_back(&s.kv.blocks);
-    return t;
-  }
-  static std::size_t idx(BlockId id) { return static_cast<std::size_t>(id.value); }
-
-  std::mt19937_64 rng_;
-  std::int32_t bs_;
-  KvCacheManager kv_;
-  std::int64_t pin_budget_;
-  std::vector<std::optional<Held>> device_;  // what each device block holds
-  std::vector<std::optional<Held>> host_;    // what each host slot holds
-  std::vector<std::vector<TokenId>> docs_;
-  std::vector<Seq> seqs_;
-  TierStats& stats_;
-  std::int64_t clock_ = 0;
-};
-
-void print_stats(const TierStats& stats) {
-  std::printf(
-      "[ stats    ] %lld steps, %lld saves, %lld loads, %lld prefix copies, %lld device / %lld "
-      "host hit blocks, %lld partial hit tokens\n",
-      static_cast<long long>(stats.steps), static_cast<long long>(stats.saves),
-      static_cast<long long>(stats.loads), static_cast<long long>(stats.prefix_copies),
-      static_cast<long long>(stats.device_hit_blocks),
-      static_cast<long long>(stats.host_hit_blocks),
-      static_cast<long long>(stats.partial_hit_tokens));
-}
-
-TierStats run_fuzz(std::uint64_t first_seed, bool partial, std::int64_t host_slots) {
-  constexpr int kRuns = 600, kSteps = 60;
-  TierStats stats;
-  const bool failed_before = ::testing::Test::HasFailure();
-  for (int i = 0; i < kRuns; ++i) {
-    const std::uint64_t seed = first_seed + static_cast<std::uint64_t>(i);
-    SCOPED_TRACE("seed " + std::to_string(seed));
-    TierFuzz(seed, partial, host_slots, stats).run(kSteps);
-    if (::testing::Test::HasFailure() && !failed_before) break;  // the first failing seed
-  }
-  print_stats(stats);
-  return stats;
-}
+// Randomized (support/kv_tier_fuzz.h): the content of every position of every device block
+// and host slot tracked through the copies (saves, loads and prefix copies).
 
 TEST(KvCacheManagerHostTier, RandomStepsReadTheRightContentThroughEveryTier) {
   const TierStats stats = run_fuzz(0x71e40000u, false, -1);

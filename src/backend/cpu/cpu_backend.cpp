@@ -11,6 +11,7 @@
 #include <string>
 
 #include "backend/batch_check.h"
+#include "backend/cpu/cpu_isa.h"
 #include "backend/cpu/cpu_ops.h"
 #include "cachet/errors.h"
 #include "util/thread_pool.h"
@@ -59,6 +60,9 @@ class CpuBackend final : public Backend {
   void allocate_host_tier(std::int64_t num_slots) override;
   void save_blocks(std::span<const HostCopy> copies) override { copy_blocks(copies, true); }
   void load_blocks(std::span<const HostCopy> copies) override { copy_blocks(copies, false); }
+  std::span<std::byte> host_slot(std::int64_t slot) override;
+  // The kernels decide the bits: fp32 K/V, the instruction-set variant that computed it.
+  std::string kv_format() const override { return std::string("cpu fp32 ") + cpu::kernels().isa; }
   void copy_block_prefixes(std::span<const BlockPrefixCopy> copies) override;
 
   std::span<const float> pool(std::int32_t layer, bool value) const {
@@ -290,6 +294,15 @@ void CpuBackend::allocate_host_tier(std::int64_t num_slots) {
                fmt::format("cannot allocate the KV cache's host tier: {} blocks of {} bytes",
                            num_slots, 2 * k_pools_.size() * tile * sizeof(float)));
   host_tier_ = {std::unique_ptr<float[], FreeDeleter>(p), n};
+}
+
+std::span<std::byte> CpuBackend::host_slot(std::int64_t slot) {
+  const std::size_t block = 2 * k_pools_.size() * static_cast<std::size_t>(kv_.num_kv_heads) *
+                            kv_.block_size * kv_.head_dim;
+  if (slot < 0 || block == 0 || static_cast<std::size_t>(slot) >= host_tier_.size / block)
+    fail_setup(ErrorCode::kInvalidArgument, fmt::format("host tier slot {} out of range", slot));
+  return std::as_writable_bytes(
+      std::span<float>(host_tier_.data.get() + static_cast<std::size_t>(slot) * block, block));
 }
 
 void CpuBackend::copy_blocks(std::span<const HostCopy> copies, bool to_host) {

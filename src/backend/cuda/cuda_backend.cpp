@@ -68,6 +68,14 @@ class CudaBackend final : public Backend {
   void load_blocks(std::span<const HostCopy> copies) override {
     host_tier_.copy(copies, false, stream_.get());
   }
+  std::span<std::byte> host_slot(std::int64_t slot) override { return host_tier_.slot(slot); }
+  void wait_for_copies() override {
+    check(cudaStreamSynchronize(stream_.get()), "wait for the KV host tier's copies");
+  }
+  // The K/V dtype and the GPU that computed it (another architecture may round differently).
+  std::string kv_format() const override {
+    return fmt::format("cuda {} sm_{}", dtype_name(dtype_), compute_capability_);
+  }
   void forward_sample(const ForwardBatch& batch, const std::vector<SampleSpec>& specs,
                       std::vector<SampledToken>& out) override;
 
@@ -141,6 +149,7 @@ class CudaBackend final : public Backend {
   std::int64_t hidden_, inter_, head_dim_, q_dim_, kv_dim_, qkv_dim_, vocab_;
   float eps_, scale_;
   std::int32_t max_tokens_, max_seqs_, max_blocks_per_seq_, logits_rows_, num_sms_ = 0;
+  std::int32_t compute_capability_ = 0;  // major * 10 + minor
   CudaMemoryPlan plan_;
 
   std::unique_ptr<std::remove_pointer_t<cudaStream_t>, cuda::StreamDeleter> stream_;
@@ -244,6 +253,7 @@ CudaBackend::CudaBackend(const model::ModelConfig& config, model::ModelWeights w
                      prop.name, prop.major, prop.minor));
   }
   num_sms_ = prop.multiProcessorCount;
+  compute_capability_ = prop.major * 10 + prop.minor;
   plan_.total_bytes = static_cast<std::int64_t>(prop.totalGlobalMem);
 
   cudaStream_t s = nullptr;

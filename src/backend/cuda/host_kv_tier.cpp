@@ -32,4 +32,11 @@ void HostKvTier::copy(std::span<const HostCopy> copies, bool to_host, cudaStream
   }
 }
 
+std::span<std::byte> HostKvTier::slot(std::int64_t slot) {
+  if (slot < 0 || slot >= num_slots_)
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("host tier slot {} out of range", slot));
+  const std::size_t bytes = static_cast<std::size_t>(pools_.num_pools) * pools_.tile_bytes;
+  return {host_.as<std::byte>() + static_cast<std::size_t>(slot) * bytes, bytes};
+}
+
 }  // namespace cachet::backend::cuda

@@ -24,6 +24,8 @@ class HostKvTier {
   // run in order with the forward passes queued there. Throws kInvalidArgument for a block or
   // slot out of range (before queueing anything).
   void copy(std::span<const HostCopy> copies, bool to_host, cudaStream_t stream) const;
+  // The pinned bytes of one slot; throws kInvalidArgument for a slot out of range.
+  std::span<std::byte> slot(std::int64_t slot);
 
  private:
   KvPools pools_;
