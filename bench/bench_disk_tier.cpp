@@ -6,7 +6,8 @@
 //   BM_WriteFsync/N: one file of N blocks' bytes written and fsynced once.
 //   BM_DiskTierRead/N: N records of a chain read and verified (checksum, salt, prefix) into
 //     N buffers, as a disk hit is.
-//   BM_SequentialRead/N: one file of N blocks' bytes read with pread into one buffer.
+//   BM_SequentialRead/N: one file of N blocks' bytes read with pread, a block at a time into N
+//     buffers.
 // The files are read back from the page cache (written just before); see docs/benchmarks.md
 // for a read from the device. bytes_per_second counts the K/V bytes. Directory: $TMPDIR, or
 // CACHET_BENCH_DIR.
@@ -133,27 +134,32 @@ BENCHMARK(BM_DiskTierRead)->Arg(16)->Arg(64)->UseRealTime()->Unit(benchmark::kMi
 void BM_SequentialRead(benchmark::State& state) {
   const fs::path root = bench_dir("seq");
   fs::create_directories(root);
-  const std::size_t bytes = kBlockBytes * static_cast<std::uint64_t>(state.range(0));
-  std::vector<std::byte> data(bytes, std::byte{5});
+  const auto n = static_cast<std::size_t>(state.range(0));
+  std::vector<std::vector<std::byte>> blocks(n, std::vector<std::byte>(kBlockBytes, std::byte{5}));
   {
     const int fd = ::open((root / "f").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (::write(fd, data.data(), bytes) != static_cast<ssize_t>(bytes))
-      state.SkipWithError("write failed");
+    for (const auto& b : blocks)
+      if (::write(fd, b.data(), b.size()) != static_cast<ssize_t>(b.size()))
+        state.SkipWithError("write failed");
     ::close(fd);
   }
   for (auto _ : state) {
     const int fd = ::open((root / "f").c_str(), O_RDONLY);
-    std::size_t done = 0;
-    while (done < bytes) {
-      const ssize_t r = ::pread(fd, data.data() + done, bytes - done, static_cast<off_t>(done));
-      if (r <= 0) break;
-      done += static_cast<std::size_t>(r);
+    for (std::size_t i = 0; i < n; ++i) {
+      std::size_t done = 0;
+      while (done < kBlockBytes) {
+        const ssize_t r = ::pread(fd, blocks[i].data() + done, kBlockBytes - done,
+                                  static_cast<off_t>(i * kBlockBytes + done));
+        if (r <= 0) break;
+        done += static_cast<std::size_t>(r);
+      }
     }
     ::close(fd);
-    benchmark::DoNotOptimize(data.data());
+    benchmark::DoNotOptimize(blocks.data());
   }
   fs::remove_all(root);
-  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes));
+  state.SetBytesProcessed(state.iterations() * state.range(0) *
+                          static_cast<std::int64_t>(kBlockBytes));
 }
 BENCHMARK(BM_SequentialRead)->Arg(16)->Arg(64)->UseRealTime()->Unit(benchmark::kMillisecond);
 
