@@ -18,12 +18,7 @@ using testing::TempDir;
 
 class CliTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    model_ = (dir_.path() / "model").string();
-    auto r = run_command(
-        cli_path() + " make-model --arch qwen3 --preset tiny --seed 5 --out " + model_, true);
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-  }
+  void SetUp() override { model_ = testing::make_tiny_cli_model(dir_); }
 
   TempDir dir_;
   std::string model_;

@@ -28,10 +28,7 @@ using testing::TempDir;
 class CliDiskCache : public ::testing::Test {
  protected:
   void SetUp() override {
-    model_ = (dir_.path() / "model").string();
-    auto r = run_command(
-        cli_path() + " make-model --arch qwen3 --preset tiny --seed 5 --out " + model_, true);
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+    model_ = testing::make_tiny_cli_model(dir_);
     cache_ = (dir_.path() / "kv").string();
     prompts_ = (dir_.path() / "prompts.jsonl").string();
   }

@@ -46,6 +46,14 @@ std::filesystem::path test_data_dir() { return CACHET_TEST_DATA_DIR; }
 
 std::string cli_path() { return CACHET_CLI_PATH; }
 
+std::string make_tiny_cli_model(const TempDir& dir) {
+  const std::string model = (dir.path() / "model").string();
+  const CommandResult r = run_command(
+      cli_path() + " make-model --arch qwen3 --preset tiny --seed 5 --out " + model, true);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return model;
+}
+
 std::vector<nlohmann::json> json_lines(const std::string& output, bool objects_only) {
   std::vector<nlohmann::json> lines;
   std::istringstream in(output);

@@ -60,6 +60,9 @@ struct CommandResult {
 CommandResult run_command(const std::string& command, bool merge_stderr = false);
 // The built `cachet` executable.
 std::string cli_path();
+// The tiny Qwen3 model `cachet make-model` writes with seed 5, in `dir`/model; its path (a
+// test failure when the command fails).
+std::string make_tiny_cli_model(const TempDir& dir);
 
 // The JSON objects of a command's output, one per non-empty line. Every line must be JSON,
 // unless `objects_only`: then lines not starting with '{' (log lines of merged stderr) are
