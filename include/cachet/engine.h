@@ -171,7 +171,8 @@ struct EngineStats {
   std::int64_t blocks_cached = 0;  // unreferenced, kept for reuse, evictable
   std::int64_t blocks_in_use = 0;
   std::int64_t peak_blocks_in_use = 0;
-  std::int64_t blocks_pinned = 0;  // KV blocks held by prefix pins (Request::cache_pin) now
+  std::int64_t blocks_pinned = 0;       // KV blocks held by prefix pins (Request::cache_pin) now
+  std::int64_t host_blocks_pinned = 0;  // host-tier entries that kept a demoted block's pin
   std::int64_t evictions = 0;
   std::int64_t preemptions = 0;
   std::int64_t num_running = 0;

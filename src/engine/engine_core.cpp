@@ -46,6 +46,8 @@ EngineCore::EngineCore(const EngineConfig& config, const EngineInfo& info, model
   kv_.set_disk_tier(disk_.get());
   kv_.set_pin_budget(static_cast<std::int64_t>(config.max_pinned_fraction *
                                                static_cast<double>(info.num_kv_blocks)));
+  kv_.set_host_pin_budget(static_cast<std::int64_t>(config.max_pinned_fraction *
+                                                    static_cast<double>(info.num_host_kv_blocks)));
   if (config_.debug_poison_kv) {
     // Every block starts poisoned; from now on each block that returns to the free list is
     // poisoned again before the next forward pass.
@@ -549,6 +551,7 @@ EngineStats EngineCore::stats() const {
   s.blocks_in_use = kv_.pool().num_in_use();
   s.peak_blocks_in_use = peak_in_use_;
   s.blocks_pinned = kv_.pool().num_pinned();
+  s.host_blocks_pinned = kv_.host_tier().num_pinned();
   s.evictions = kv_.pool().num_evictions();
   s.preemptions = c.preemptions;
   s.num_running = static_cast<std::int64_t>(scheduler_.num_running());

@@ -180,7 +180,8 @@ void BlockPool::evict(BlockId id) {
       link = ChainLink::first(*salt->name);
     const TokenId* first = tokens_.data() + static_cast<std::size_t>(id.value) * block_size_;
     on_evict_({id, *b.hash, b.content, link,
-               std::span<const TokenId>(first, static_cast<std::size_t>(block_size_))});
+               std::span<const TokenId>(first, static_cast<std::size_t>(block_size_)), b.pin_until,
+               b.pin_ttl});
   }
   lru_remove(id);
   --num_cached_;

@@ -70,6 +70,8 @@ struct EvictedBlock {
   ContentId content;
   ChainLink link;
   std::span<const TokenId> tokens;
+  double pin_until = 0;  // > 0: pinned until then (BlockPool::pin), by pin_ttl a hit
+  double pin_ttl = 0;
 };
 
 class BlockPool {

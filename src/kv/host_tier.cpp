@@ -67,12 +67,50 @@ std::optional<std::int64_t> HostTier::store(const EvictedBlock& block) {
     held = lookup(block.hash, block.link, block.tokens);
   if (held) {
     if (at(*held).holds == 0) touch(*held);
+    carry_pin(*held, block);
     return std::nullopt;
   }
   const auto slot = take_slot();
   if (!slot) return std::nullopt;
   fill(*slot, block.hash, block.link, block.tokens, block.content);
+  carry_pin(*slot, block);
   return slot;
+}
+
+// A demoted block's pin, kept by its entry while the budget allows (a later pin stands).
+void HostTier::carry_pin(std::int64_t slot, const EvictedBlock& block) {
+  const Entry& e = at(slot);
+  if (block.pin_until <= e.pin_until) return;
+  if (e.pin_until == 0 && num_pinned() >= pin_budget_) return;
+  set_pin(slot, block.pin_until, block.pin_ttl);
+}
+
+void HostTier::set_pin(std::int64_t slot, double until, double ttl) {
+  Entry& e = at(slot);
+  const bool listed = e.used && e.holds == 0;
+  if (listed) lru_remove(slot);
+  if (e.pin_until > 0) pin_ends_.erase({e.pin_until, slot});
+  e.pin_until = until;
+  e.pin_ttl = until > 0 ? ttl : 0;
+  if (until > 0) pin_ends_.emplace(until, slot);
+  if (!listed) return;
+  if (until > 0) {
+    lru_push_back(slot);
+    return;
+  }
+  // A pin that ended has gone unused for its whole TTL: first in line for eviction.
+  e.lru_prev = -1;
+  e.lru_next = lru_head_[0];
+  if (lru_head_[0] >= 0)
+    at(lru_head_[0]).lru_prev = slot;
+  else
+    lru_tail_[0] = slot;
+  lru_head_[0] = slot;
+}
+
+void HostTier::expire_pins(double now) {
+  while (!pin_ends_.empty() && pin_ends_.begin()->first <= now)
+    set_pin(pin_ends_.begin()->second, 0, 0);
 }
 
 void HostTier::fill(std::int64_t slot, const BlockHash& hash, const ChainLink& link,
@@ -122,11 +160,13 @@ void HostTier::cancel(std::int64_t slot) {
   free_.push_back(slot);
 }
 
-// A free slot, evicting the least recently used unheld entry when none is free.
+// A free slot, evicting the least recently used unheld entry when none is free: an unpinned
+// one first, a pinned one only when no other is left.
 std::optional<std::int64_t> HostTier::take_slot() {
   if (free_.empty()) {
-    if (lru_head_ < 0) return std::nullopt;  // every entry is held
-    drop(lru_head_);
+    const std::int64_t victim = lru_head_[0] >= 0 ? lru_head_[0] : lru_head_[1];
+    if (victim < 0) return std::nullopt;  // every entry is held
+    drop(victim);
     ++num_evictions_;
   }
   const std::int64_t slot = free_.back();
@@ -137,6 +177,7 @@ std::optional<std::int64_t> HostTier::take_slot() {
 void HostTier::drop(std::int64_t slot) {
   Entry& e = at(slot);
   lru_remove(slot);
+  if (e.pin_until > 0) pin_ends_.erase({e.pin_until, slot});
   auto [begin, end] = index_.equal_range(e.hash);
   auto it = std::find_if(begin, end, [&](const auto& entry) { return entry.second == slot; });
   if (it == end) integrity_failure("evicting an entry missing from the hash index", slot);
@@ -167,26 +208,38 @@ void HostTier::release_hold(std::int64_t slot) {
 
 void HostTier::lru_push_back(std::int64_t slot) {
   Entry& e = at(slot);
-  e.lru_prev = lru_tail_;
+  const int list = e.pin_until > 0 ? 1 : 0;
+  e.lru_prev = lru_tail_[list];
   e.lru_next = -1;
-  if (lru_tail_ >= 0)
-    at(lru_tail_).lru_next = slot;
+  if (lru_tail_[list] >= 0)
+    at(lru_tail_[list]).lru_next = slot;
   else
-    lru_head_ = slot;
-  lru_tail_ = slot;
+    lru_head_[list] = slot;
+  lru_tail_[list] = slot;
 }
 
 void HostTier::lru_remove(std::int64_t slot) {
   Entry& e = at(slot);
+  const int list = e.pin_until > 0 ? 1 : 0;
   if (e.lru_prev >= 0)
     at(e.lru_prev).lru_next = e.lru_next;
   else
-    lru_head_ = e.lru_next;
+    lru_head_[list] = e.lru_next;
   if (e.lru_next >= 0)
     at(e.lru_next).lru_prev = e.lru_prev;
   else
-    lru_tail_ = e.lru_prev;
+    lru_tail_[list] = e.lru_prev;
   e.lru_prev = e.lru_next = -1;
+}
+
+void HostTier::check_lru(int list, std::vector<bool>& in_lru) const {
+  for (std::int64_t i = lru_head_[list], prev = -1; i >= 0; prev = i, i = at(i).lru_next) {
+    if (in_lru[static_cast<std::size_t>(i)]) integrity_failure("an LRU cycle", i);
+    if (at(i).lru_prev != prev) integrity_failure("broken LRU back link", i);
+    if ((at(i).pin_until > 0) != (list == 1))
+      integrity_failure("an entry in the LRU of the other pin state", i);
+    in_lru[static_cast<std::size_t>(i)] = true;
+  }
 }
 
 void HostTier::check_integrity() const {
@@ -197,12 +250,9 @@ void HostTier::check_integrity() const {
       integrity_failure("free list holds a bad or repeated slot", slot);
     is_free[static_cast<std::size_t>(slot)] = true;
   }
-  for (std::int64_t i = lru_head_, prev = -1; i >= 0; prev = i, i = at(i).lru_next) {
-    if (in_lru[static_cast<std::size_t>(i)]) integrity_failure("an LRU cycle", i);
-    if (at(i).lru_prev != prev) integrity_failure("broken LRU back link", i);
-    in_lru[static_cast<std::size_t>(i)] = true;
-  }
-  std::size_t used = 0;
+  check_lru(0, in_lru);
+  check_lru(1, in_lru);
+  std::size_t used = 0, pinned = 0;
   std::int64_t reserved = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const Entry& e = slots_[i];
@@ -215,6 +265,9 @@ void HostTier::check_integrity() const {
     reserved += e.reserved ? 1 : 0;
     if (in_lru[i] != (e.used && e.holds == 0))
       integrity_failure("the LRU differs from the used, unheld entries", slot);
+    if (e.pin_until > 0 && (!e.used || !pin_ends_.contains({e.pin_until, slot})))
+      integrity_failure("a pinned slot unused or missing from the pin ends", slot);
+    pinned += e.pin_until > 0 ? 1 : 0;
     if (!e.used) continue;
     ++used;
     auto found = by_content_.find(e.content.value);
@@ -227,6 +280,8 @@ void HostTier::check_integrity() const {
   if (index_.size() != used || by_content_.size() != used)
     integrity_failure("an index holds entries that are not used", -1);
   if (reserved != num_reserved_) integrity_failure("the reserved count differs from the slots", -1);
+  if (pinned != pin_ends_.size() || num_pinned() > pin_budget_)
+    integrity_failure("the pin ends differ from the pinned entries, or exceed the budget", -1);
 }
 
 }  // namespace cachet::kv

@@ -5,7 +5,9 @@
 // An entry is a copy of registered contents: their hash, tokens, link (the parent's ContentId,
 // or a first block's salt) and ContentId, so a hit here is as exact as one in the device pool
 // and a block loaded back keeps its identity (its children, in either tier, still link to
-// it). Entries are evicted least recently used first; an entry is held (not evictable) from
+// it). Entries are evicted least recently used first, pinned ones (a prefix pin's blocks
+// demoted while their pin runs, at most set_pin_budget() of them) only when no unpinned
+// entry is left, as in the device pool; an entry is held (not evictable) from
 // the moment a request takes it until the copy back to the device has run, and while the
 // disk tier writes its bytes.
 //
@@ -15,9 +17,11 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "cachet/types.h"
@@ -48,8 +52,20 @@ class HostTier {
 
   // Takes a copy of `block`: the slot its bytes are to be copied into, or nullopt when there
   // is nothing to copy: the tier already holds these contents (the entry becomes the most
-  // recently used), or every slot is held (the block is then dropped).
+  // recently used), or every slot is held (the block is then dropped). A pinned block's pin
+  // goes with it (to the entry already there too) while the pin budget allows.
   std::optional<std::int64_t> store(const EvictedBlock& block);
+
+  // Prefix pins kept by demoted blocks: at most `entries` pinned entries at once.
+  void set_pin_budget(std::int64_t entries) { pin_budget_ = entries; }
+  std::int64_t num_pinned() const { return static_cast<std::int64_t>(pin_ends_.size()); }
+  // Unpins every entry whose pin ends at or before `now`; it goes to the least recently used
+  // end (it went unused for its whole TTL).
+  void expire_pins(double now);
+  // An entry's pin: until when (0: none) and its TTL.
+  std::pair<double, double> pin(std::int64_t slot) const {
+    return {at(slot).pin_until, at(slot).pin_ttl};
+  }
   // Marks an entry most recently used (a hit).
   void touch(std::int64_t slot);
   // A request takes the entry: it is not evicted until release_hold().
@@ -85,6 +101,7 @@ class HostTier {
     ContentId content;
     std::optional<ContentId> parent;  // nullopt: a first block, computed after `salt`
     std::string salt;
+    double pin_until = 0, pin_ttl = 0;  // pin_until > 0: pinned, then in lru_[1] when unheld
     std::int64_t lru_prev = -1, lru_next = -1;
   };
 
@@ -99,12 +116,19 @@ class HostTier {
             std::span<const TokenId> tokens, ContentId content);
   void lru_push_back(std::int64_t slot);
   void lru_remove(std::int64_t slot);
+  // A pin until `until` (0: none), which moves an unheld entry between the LRUs.
+  void set_pin(std::int64_t slot, double until, double ttl);
+  void carry_pin(std::int64_t slot, const EvictedBlock& block);
+  void check_lru(int list, std::vector<bool>& in_lru) const;
 
   std::int32_t block_size_;
   std::vector<Entry> slots_;
   std::vector<TokenId> tokens_;  // [num_slots, block_size]
   std::vector<std::int64_t> free_;
-  std::int64_t lru_head_ = -1, lru_tail_ = -1;  // head: least recently used
+  // [0]: unpinned unheld entries, [1]: pinned ones; head: least recently used.
+  std::int64_t lru_head_[2] = {-1, -1}, lru_tail_[2] = {-1, -1};
+  std::set<std::pair<double, std::int64_t>> pin_ends_;  // (pin_until, slot) of pinned entries
+  std::int64_t pin_budget_ = 0;
   std::unordered_multimap<BlockHash, std::int64_t, BlockHashHasher> index_;
   std::unordered_map<std::uint64_t, std::int64_t> by_content_;
   std::int64_t num_evictions_ = 0;

@@ -144,6 +144,10 @@ void KvCacheManager::promote(SeqBlocks& seq, std::size_t index, std::int64_t slo
   pending_.loads.push_back({own, slot});
   host_.clear_from_disk(slot);  // from now on a hit on it is the host tier's
   ++host_counters_.blocks_loaded;
+  // A pinned entry's pin comes back with it, extended by its TTL as by any hit.
+  const auto [until, ttl] = host_.pin(slot);
+  if (until > 0 && pool_.num_pinned() < pin_budget_)
+    pool_.pin(own, std::max(until, now_ + ttl), ttl);
 }
 
 void KvCacheManager::share(SeqBlocks& seq, std::size_t index, BlockId held) {
@@ -162,6 +166,7 @@ Transfers KvCacheManager::take_transfers() {
 void KvCacheManager::set_time(double now) {
   now_ = now;
   pool_.expire_pins(now);
+  host_.expire_pins(now);
 }
 
 PinResult KvCacheManager::pin_prefix(const SeqBlocks& seq, std::int32_t num_blocks, double ttl) {

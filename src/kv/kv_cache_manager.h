@@ -153,8 +153,12 @@ class KvCacheManager {
   // Prefix pins. The time (seconds on a steady clock) for what follows: pins that ended by
   // then are dropped, and hits from now on extend the pins they use by their TTL.
   void set_time(double now);
-  // At most this many blocks pinned at once.
+  // At most this many blocks pinned at once in the device pool, and host-tier entries (a
+  // pinned block demoted keeps its pin there while the host budget allows; loaded back, it
+  // is pinned on the device again, its pin extended as by any hit, while the device budget
+  // allows).
   void set_pin_budget(std::int64_t blocks) { pin_budget_ = blocks; }
+  void set_host_pin_budget(std::int64_t entries) { host_.set_pin_budget(entries); }
   // Pins the first `num_blocks` registered blocks of `seq` for `ttl` seconds from now (a
   // pin already longer stands); all or nothing: none when that would pin more blocks than
   // the budget, with the reason. ttl <= 0 unpins them instead.

@@ -89,6 +89,7 @@ nlohmann::json stats_json(const EngineStats& s) {
           {"blocks_in_use", s.blocks_in_use},
           {"peak_blocks_in_use", s.peak_blocks_in_use},
           {"blocks_pinned", s.blocks_pinned},
+          {"host_blocks_pinned", s.host_blocks_pinned},
           {"evictions", s.evictions},
           {"preemptions", s.preemptions},
           {"num_running", s.num_running},

@@ -813,6 +813,35 @@ TEST(PrefixCachePins, APinnedPrefixSurvivesEvictionThatTakesAnUnpinnedOne) {
   expect_blocks_released(engine);
 }
 
+// With a host tier, a pinned prefix pushed out of the device pool keeps its pin in the tier:
+// where unpinned prefixes come and go, it stays, and is loaded back.
+TEST(PrefixCachePins, APinnedPrefixOutlivesUnpinnedOnesInTheHostTierToo) {
+  TinyModel m(model::Arch::kQwen3);
+  EngineConfig c = m.engine_config(4);
+  c.num_kv_blocks = 14;                               // pins: at most 7 blocks
+  c.host_kv_cache_bytes = host_tier_bytes(m, 4, 12);  // and 6 of its 12 entries
+  Engine engine(c);
+  const auto pinned = prompt(1900, 24, m.vocab()), plain = prompt(1901, 24, m.vocab());
+  Request with_pin{pinned, greedy(2), {}};
+  with_pin.cache_pin = CachePin{0, 60.0};
+  const auto first = engine.generate({with_pin})[0];
+  EXPECT_EQ(first.num_pinned_tokens, 24);
+  engine.generate({{plain, greedy(2), {}}});
+  // Four prompts of 14 blocks each: each takes the whole pool (pinned blocks too, the last
+  // resort) and pushes 13 blocks through the 12-entry tier.
+  for (int i = 0; i < 4; ++i) engine.generate({{prompt(1910 + i, 52, m.vocab()), greedy(2), {}}});
+  EXPECT_EQ(engine.stats().blocks_pinned, 0) << "no pinned block left on the device";
+  EXPECT_EQ(engine.stats().host_blocks_pinned, 6) << "all six kept their pins in the tier";
+  EXPECT_GT(engine.stats().host_evictions, 0);
+  const auto again = engine.generate({{pinned, greedy(2), {}}})[0];
+  EXPECT_EQ(again.num_cached_tokens, 20) << "its 5 full blocks, from the tier";
+  EXPECT_EQ(engine.stats().prefix_cache_host_hit_tokens, 20);
+  EXPECT_EQ(diff(again, first), "");
+  EXPECT_EQ(engine.generate({{plain, greedy(2), {}}})[0].num_cached_tokens, 0)
+      << "the unpinned one was evicted from both";
+  expect_blocks_released(engine);
+}
+
 TEST(PrefixCachePins, AfterItsTtlAPinIsAnOrdinaryCachedPrefix) {
   TinyModel m(model::Arch::kQwen3);
   EngineConfig c = m.engine_config(4);

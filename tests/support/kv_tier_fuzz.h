@@ -31,7 +31,7 @@ struct TierStats {
   std::int64_t steps = 0, saves = 0, loads = 0, prefix_copies = 0, host_hit_blocks = 0,
                device_hit_blocks = 0, partial_hit_tokens = 0, host_evictions = 0, pinned = 0,
                disk_writes = 0, disk_blocks_read = 0, disk_hit_blocks = 0, disk_failures = 0,
-               restarts = 0, corruptions = 0;
+               restarts = 0, corruptions = 0, host_pinned = 0;
 };
 
 // What a block holds: the K/V of positions [first, tokens.size()) computed after
@@ -80,6 +80,7 @@ class TierFuzz {
         partial_(partial),
         pin_budget_(uniform(rng_, 0, 6)),
         stats_(stats) {
+    host_pin_budget_ = uniform(rng_, 0, static_cast<int>(host_slots_));
     if (disk) {
       dir_ = std::filesystem::temp_directory_path() /
              ("cachet-tier-fuzz-" + std::to_string(::getpid()) + "-" + std::to_string(seed));
@@ -117,6 +118,7 @@ class TierFuzz {
     disk_.reset();
     kv_ = std::make_unique<kv::KvCacheManager>(num_blocks_, bs_, true, host_slots_, partial_);
     kv_->set_pin_budget(pin_budget_);
+    kv_->set_host_pin_budget(host_pin_budget_);
     device_.assign(static_cast<std::size_t>(num_blocks_), std::nullopt);
     host_.assign(static_cast<std::size_t>(kv_->host_tier().num_slots()), std::nullopt);
     if (dir_.empty()) return;
@@ -155,7 +157,9 @@ class TierFuzz {
     compute();
     kv_->check_integrity(tables());
     ASSERT_LE(kv_->pool().num_pinned(), pin_budget_);
+    ASSERT_LE(kv_->host_tier().num_pinned(), host_pin_budget_);
     stats_.pinned = std::max(stats_.pinned, kv_->pool().num_pinned());
+    stats_.host_pinned = std::max(stats_.host_pinned, kv_->host_tier().num_pinned());
     check_tables();
   }
 
@@ -334,6 +338,7 @@ class TierFuzz {
   std::int64_t num_blocks_, host_slots_;
   bool partial_;
   std::int64_t pin_budget_;
+  std::int64_t host_pin_budget_ = 0;
   std::filesystem::path dir_;       // the disk tier's; empty: none
   std::int64_t disk_capacity_ = 0;  // in records
   util::Logger log_{LogLevel::kOff};

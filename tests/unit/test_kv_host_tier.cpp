@@ -108,6 +108,55 @@ TEST(HostTier, EvictsTheLeastRecentlyUsedAndNeverAHeldEntry) {
   EXPECT_THROW(tier.release_hold(*s4), Error);
 }
 
+TEST(HostTier, APinnedEntryGoesLastAndWhenItsPinEndsFirst) {
+  HostTier tier(3, kBs);
+  tier.set_pin_budget(1);
+  EvictedBlock a = evicted(1, block_tokens(10));
+  a.pin_until = 100;
+  a.pin_ttl = 50;
+  EvictedBlock b = evicted(2, block_tokens(20));
+  b.pin_until = 100;
+  b.pin_ttl = 50;
+  const auto sa = tier.store(a), sb = tier.store(b);
+  ASSERT_TRUE(sa && sb);
+  EXPECT_EQ(tier.pin(*sa), std::make_pair(100.0, 50.0));
+  EXPECT_EQ(tier.pin(*sb).first, 0.0) << "over the budget of one: stored unpinned";
+  EXPECT_EQ(tier.num_pinned(), 1);
+  const auto sc = tier.store(evicted(3, block_tokens(30)));
+  tier.touch(*sb);
+  // Full: each store takes the least recently used unpinned entry, never the pinned one.
+  EXPECT_EQ(tier.store(evicted(4, block_tokens(40))), sc);
+  EXPECT_EQ(tier.store(evicted(5, block_tokens(50))), sb);
+  tier.check_integrity();
+  // Only the pinned entry unheld: then it goes.
+  tier.hold(*sb);
+  tier.hold(*sc);
+  EXPECT_EQ(tier.store(evicted(6, block_tokens(60))), sa);
+  EXPECT_EQ(tier.num_pinned(), 0);
+  tier.release_hold(*sb);
+  tier.release_hold(*sc);
+  tier.check_integrity();
+  // A pin that ends puts its entry first in line.
+  EvictedBlock d = evicted(7, block_tokens(70));
+  d.pin_until = 200;
+  d.pin_ttl = 10;
+  ASSERT_TRUE(tier.store(d));  // evicts an unpinned entry
+  const auto sd = tier.lookup(d.hash, d.link, d.tokens);
+  tier.expire_pins(199);
+  EXPECT_EQ(tier.num_pinned(), 1);
+  tier.expire_pins(200);
+  EXPECT_EQ(tier.num_pinned(), 0);
+  tier.check_integrity();
+  EXPECT_EQ(tier.store(evicted(8, block_tokens(80))), sd);
+  // The pin of a block demoted again goes to the entry that holds its contents already.
+  EvictedBlock again = evicted(8, block_tokens(80));
+  again.pin_until = 300;
+  again.pin_ttl = 5;
+  EXPECT_FALSE(tier.store(again));
+  EXPECT_EQ(tier.pin(*sd).first, 300.0);
+  tier.check_integrity();
+}
+
 TEST(HostTier, NoSlotsStoresNothing) {
   HostTier tier(0, kBs);
   EXPECT_FALSE(tier.store(evicted(1, block_tokens(10))));
@@ -270,6 +319,41 @@ TEST(KvCacheManagerHostTier, EntriesBeingLoadedSurviveTheDemotionsOfTheirOwnAdmi
   EXPECT_EQ(kv.host_tier().num_used(), 4);
 }
 
+// A pinned prefix leaves the device pool with its pin, outlives unpinned entries in the tier,
+// and is pinned again on the device when it comes back.
+TEST(KvCacheManagerHostTier, APinnedPrefixIsDemotedWithItsPinAndLoadedBackPinned) {
+  KvCacheManager kv(4, kBs, true, 4);
+  kv.set_pin_budget(4);
+  kv.set_host_pin_budget(2);
+  kv.set_time(1);
+  const auto a = tokens_from(100, 8);  // 2 blocks
+  SeqBlocks sa = admit_all(kv, a);
+  ASSERT_EQ(kv.pin_prefix(sa, 2, 10).num_blocks, 2);
+  kv.free(sa);
+  // Two prompts of 4 blocks each: the first evicts a (pinned, the last resort) into the tier,
+  // the second evicts the first, whose blocks churn the other two slots.
+  for (TokenId first : {500, 900}) {
+    SeqBlocks s = admit_all(kv, tokens_from(first, 16));
+    kv.free(s);
+    kv.take_transfers();
+  }
+  EXPECT_EQ(kv.host_tier().num_pinned(), 2);
+  EXPECT_GT(kv.host_tier().num_evictions(), 0);
+  kv.check_integrity(Tables{});
+  kv.set_time(5);
+  PrefixMatch m;
+  SeqBlocks back = admit_all(kv, a, "", &m);
+  ASSERT_EQ(m.host_slots.size(), 2u) << "a survived in the tier";
+  EXPECT_TRUE(kv.pool().is_pinned(back.blocks[0]));
+  EXPECT_TRUE(kv.pool().is_pinned(back.blocks[1]));
+  kv.take_transfers();
+  kv.check_integrity(Tables{&back.blocks});
+  // After the TTL (a hit at 5 extended it to 15), the pins end in both tiers.
+  kv.set_time(15);
+  EXPECT_EQ(kv.pool().num_pinned(), 0);
+  EXPECT_EQ(kv.host_tier().num_pinned(), 0);
+}
+
 TEST(KvCacheManagerHostTier, NoTierWithoutCaching) {
   KvCacheManager kv(4, kBs, false, 8);
   EXPECT_EQ(kv.host_tier().num_slots(), 0);
@@ -368,6 +452,7 @@ TEST(KvCacheManagerHostTier, RandomStepsReadTheRightContentThroughEveryTier) {
   EXPECT_GT(stats.device_hit_blocks, 1000);
   EXPECT_EQ(stats.prefix_copies, 0);
   EXPECT_GT(stats.pinned, 0);
+  EXPECT_GT(stats.host_pinned, 0) << "pinned blocks demoted with their pins";
 }
 
 // Partial-block reuse with and without the host tier: every prefix copy lands before it is
