@@ -10,7 +10,7 @@
 #   scripts/fuzz.sh safetensors 600      one target, 10 minutes
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ALL=(safetensors weight_index model_config tokenizer_json tokenizer_encode block_manager)
+ALL=(safetensors weight_index model_config tokenizer_json tokenizer_encode block_manager chat_template)
 if [ $# -ge 1 ]; then targets=("$1"); else targets=("${ALL[@]}"); fi
 SECS=${2:-${CACHET_FUZZ_SECONDS:-60}}
 JOBS=${CACHET_JOBS:-$(nproc)}
