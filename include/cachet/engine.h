@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "cachet/chat.h"
 #include "cachet/config.h"
 #include "cachet/errors.h"
 #include "cachet/sampling.h"
@@ -67,6 +68,14 @@ struct CachePin {
 // One request: a prompt and its sampling parameters. The prompt is either token ids or
 // text, which the model's tokenizer encodes with its special tokens (e.g. Llama's BOS), as
 // Hugging Face's tokenizer(text) does.
+// A conversation to continue, as a prompt: rendered with the model's chat template
+// (Engine::chat_template()), then tokenized without the tokenizer's own special tokens (the
+// template writes them), as transformers' apply_chat_template() and vLLM's chat API do.
+struct ChatPrompt {
+  std::string messages_json;  // a JSON array of messages: role, content, tool_calls, ...
+  ChatRenderOptions options;  // generation prompt, tools, extra template variables
+};
+
 struct Request {
   std::vector<TokenId> prompt_token_ids;
   SamplingParams params;
@@ -75,6 +84,8 @@ struct Request {
   std::string cache_salt;
   std::string prompt;  // text, used when prompt_token_ids is empty (giving both is an error)
   std::optional<CachePin> cache_pin;
+  // Instead of prompt or prompt_token_ids (giving two of them is an error).
+  std::optional<ChatPrompt> chat;
 };
 
 // Identifies a submitted request; unique for the engine's lifetime.
@@ -222,6 +233,10 @@ struct EngineInfo {
   std::int32_t num_threads = 0;
   std::vector<TokenId> eos_token_ids;
   bool prefix_caching = true;
+  // Whether the model directory has a chat template cachet can render
+  // (Engine::chat_template()); when it has one that cannot be parsed, why not.
+  bool has_chat_template = false;
+  std::string chat_template_error;
 };
 
 class CACHET_API Engine {
@@ -270,6 +285,9 @@ class CACHET_API Engine {
   EngineHealth health() const;
   // The model directory's tokenizer, or nullptr when it has no tokenizer.json.
   const Tokenizer* tokenizer() const;
+  // The model directory's chat template (with its tokenizer), or nullptr when it has none
+  // (or one that cannot be parsed: EngineInfo::chat_template_error says why).
+  const ChatTemplate* chat_template() const;
 
  private:
   struct CACHET_HIDDEN Impl;

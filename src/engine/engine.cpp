@@ -21,6 +21,7 @@ struct Engine::Impl {
   util::Logger log;
   EngineInfo info;
   std::optional<Tokenizer> tokenizer;
+  std::optional<ChatTemplate> chat_template;
   std::unique_ptr<engine::EngineCore> core;  // touched by the loop thread only
 
   // Shared with callers, under `mutex`.
@@ -105,6 +106,7 @@ void Engine::Impl::build(const EngineConfig& config, const engine::BackendWrappe
   if (wrap) parts.backend = wrap(std::move(parts.backend));
   info = parts.info;
   tokenizer = parts.tokenizer;
+  chat_template = parts.chat_template;
   core = std::make_unique<engine::EngineCore>(config, info, std::move(parts.model),
                                               std::move(parts.backend), std::move(parts.tokenizer),
                                               log, std::move(parts.disk));
@@ -279,7 +281,8 @@ RequestId Engine::submit(Request request, RequestCallback callback) {
   // caller, not the engine's thread and every request it is running. A problem is reported
   // through the callback like every other bad request.
   std::string problem =
-      engine::tokenize_prompt(request, impl.tokenizer ? &*impl.tokenizer : nullptr);
+      engine::tokenize_prompt(request, impl.tokenizer ? &*impl.tokenizer : nullptr,
+                              impl.chat_template ? &*impl.chat_template : nullptr);
   auto shared = std::make_shared<RequestCallback>(std::move(callback));
   RequestId id;
   {
@@ -357,6 +360,11 @@ const EngineInfo& Engine::info() const { return checked_impl("info").info; }
 const Tokenizer* Engine::tokenizer() const {
   const Impl& impl = checked_impl("tokenizer");
   return impl.tokenizer ? &*impl.tokenizer : nullptr;
+}
+
+const ChatTemplate* Engine::chat_template() const {
+  const Impl& impl = checked_impl("chat_template");
+  return impl.chat_template ? &*impl.chat_template : nullptr;
 }
 
 EngineStats Engine::stats() const {

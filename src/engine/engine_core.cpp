@@ -77,7 +77,47 @@ Delivery bare_error(RequestId id, std::int32_t sample_index,
   return d;
 }
 
-std::string tokenize_prompt(Request& r, const Tokenizer* tokenizer) {
+namespace {
+
+// A chat request's prompt text, or why there is none.
+std::string render_chat(const ChatPrompt& chat, const ChatTemplate* chat_template,
+                        std::string& problem) {
+  if (chat_template == nullptr) {
+    problem =
+        "a chat request needs the model's chat template, and the model directory has "
+        "none that cachet can use (EngineInfo::chat_template_error)";
+    return {};
+  }
+  try {
+    return chat_template->render(chat.messages_json, chat.options);
+  } catch (const std::exception& e) {
+    problem = fmt::format("chat: {}", e.what());
+    return {};
+  }
+}
+
+}  // namespace
+
+std::string tokenize_prompt(Request& r, const Tokenizer* tokenizer,
+                            const ChatTemplate* chat_template) {
+  if (r.chat) {
+    if (!r.prompt.empty() || !r.prompt_token_ids.empty())
+      return "give one of prompt, prompt_token_ids or chat, not several";
+    if (tokenizer == nullptr)
+      return "a chat request needs the model's tokenizer, and the model directory has no "
+             "tokenizer.json";
+    std::string problem;
+    const std::string text = render_chat(*r.chat, chat_template, problem);
+    if (!problem.empty()) return problem;
+    try {
+      r.prompt_token_ids = tokenizer->encode(text, /*add_special_tokens=*/false);
+    } catch (const std::exception& e) {
+      return fmt::format("the rendered chat could not be tokenized: {}", e.what());
+    }
+    r.chat.reset();
+    if (r.prompt_token_ids.empty()) return "the chat template rendered an empty prompt";
+    return {};
+  }
   if (!r.prompt_token_ids.empty()) {
     if (!r.prompt.empty()) return "give either prompt (text) or prompt_token_ids, not both";
     return {};

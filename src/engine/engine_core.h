@@ -20,11 +20,13 @@
 
 namespace cachet::engine {
 
-// Turns a text prompt into r.prompt_token_ids with `tokenizer` (null: the model has none)
-// and clears r.prompt; leaves a token-id prompt alone. Returns why the request cannot run
-// ("" when it can). Never throws for a bad prompt: a tokenizer failure is returned too.
+// Turns a text prompt (or a chat, rendered with `chat_template` first) into
+// r.prompt_token_ids with `tokenizer` (null: the model has none) and clears r.prompt and
+// r.chat; leaves a token-id prompt alone. Returns why the request cannot run ("" when it
+// can). Never throws for a bad prompt: a tokenizer or template failure is returned too.
 // Engine::submit calls it on the caller's thread, so a long prompt holds up only its caller.
-std::string tokenize_prompt(Request& r, const Tokenizer* tokenizer);
+std::string tokenize_prompt(Request& r, const Tokenizer* tokenizer,
+                            const ChatTemplate* chat_template = nullptr);
 
 // How many samples, each with its own final update, a request with `params` has:
 // params.n, or 1 when n is invalid (the request then fails as one).

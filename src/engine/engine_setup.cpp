@@ -196,6 +196,20 @@ std::int64_t make_host_tier(const EngineConfig& config, backend::Backend& backen
   return slots;
 }
 
+// The model directory's chat template. One it cannot parse is logged and left out (with why,
+// in `error`): the engine still serves prompts; only chat requests are refused.
+std::optional<ChatTemplate> load_chat_template(const fs::path& dir, const util::Logger& log,
+                                               std::string& error) {
+  try {
+    return ChatTemplate::from_model_dir(dir.string());
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kNotFound) return std::nullopt;
+    error = e.what();
+    log.warn("chat template not usable, chat requests will be refused: {}", error);
+    return std::nullopt;
+  }
+}
+
 // The disk tier under the host tier: none without one (or without prefix caching).
 std::unique_ptr<kv::DiskTier> make_disk_tier(const EngineConfig& config, const fs::path& dir,
                                              backend::Backend& backend, std::int64_t block_bytes,
@@ -244,6 +258,7 @@ EngineInfo describe(const EngineConfig& config, const EngineParts& parts, std::i
   info.num_threads = threads;
   info.eos_token_ids = parts.model.eos_token_ids;
   info.prefix_caching = config.enable_prefix_caching;
+  info.has_chat_template = parts.chat_template.has_value();
   return info;
 }
 
@@ -274,6 +289,8 @@ EngineParts build_engine_parts(const EngineConfig& config, const util::Logger& l
   // A model directory may come without a tokenizer (token-id prompts only); a tokenizer that
   // is there but broken is an error naming it.
   if (fs::exists(dir / "tokenizer.json")) parts.tokenizer = Tokenizer::from_file(dir);
+  std::string chat_template_error;
+  if (parts.tokenizer) parts.chat_template = load_chat_template(dir, log, chat_template_error);
 
   std::int64_t block_bytes = 0;
   parts.backend = make_cuda(config, dir, parts.model, max_len, log, block_bytes);
@@ -281,6 +298,7 @@ EngineParts build_engine_parts(const EngineConfig& config, const util::Logger& l
   const std::int64_t host_blocks = make_host_tier(config, *parts.backend, block_bytes);
   parts.disk = make_disk_tier(config, dir, *parts.backend, block_bytes, host_blocks, log);
   parts.info = describe(config, parts, max_len, threads, block_bytes, host_blocks);
+  parts.info.chat_template_error = chat_template_error;
   log.info(
       "{} on {}{}: {} KV blocks of {} tokens ({:.1f} MiB), host tier {} blocks ({:.1f} MiB), "
       "max_model_len {}, prefix caching {}",

@@ -17,6 +17,7 @@ struct EngineParts {
   EngineInfo info;
   model::ModelConfig model;
   std::optional<Tokenizer> tokenizer;
+  std::optional<ChatTemplate> chat_template;  // with a tokenizer only
   std::unique_ptr<backend::Backend> backend;
   std::unique_ptr<kv::DiskTier> disk;  // EngineConfig::kv_cache_dir; null when off
 };

@@ -25,6 +25,7 @@ struct GenerateArgs {
   std::uint64_t seed = 0;
   std::vector<std::string> logit_bias;  // "ID:BIAS" each
   bool json = false;
+  bool chat = false;
   EngineFlags engine;
   bool print_stats = false;
 };
@@ -170,6 +171,8 @@ Runner add_generate_command(CLI::App& app) {
                   "Subtracted once per time a token was generated so far; 0 = off")
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "Print JSON Lines, one object per request in input order");
+  cmd->add_flag("--chat", a->chat,
+                "Each --prompt is a user message, rendered with the model's chat template");
   cmd->add_flag("--stats", a->print_stats,
                 "Print the engine's statistics (JSON) on stderr at the end");
   return [a, seed] {
@@ -190,7 +193,16 @@ Runner add_generate_command(CLI::App& app) {
     } else {
       for (const auto& list : a->prompt_ids)
         requests.push_back({parse_id_list(list), a->params, {}, {}});
-      for (const auto& text : a->prompts) requests.push_back({{}, a->params, {}, text});
+      for (const auto& text : a->prompts) {
+        Request r{{}, a->params, {}, text};
+        if (a->chat) {
+          // --chat: each --prompt is one user message of its own conversation.
+          r.chat =
+              ChatPrompt{nlohmann::json::array({{{"role", "user"}, {"content", text}}}).dump(), {}};
+          r.prompt.clear();
+        }
+        requests.push_back(std::move(r));
+      }
     }
     if (requests.empty())
       throw Error(ErrorCode::kInvalidArgument,

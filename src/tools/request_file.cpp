@@ -116,10 +116,36 @@ void parse_logits_processing(const json& j, const std::string& where, SamplingPa
     p.frequency_penalty = field<float>(j, "frequency_penalty", where);
 }
 
+// A line's chat: `messages` (an array), with `tools` (an array), `add_generation_prompt`
+// (true) and `chat_template_kwargs` (an object of extra template variables), as vLLM's chat
+// API names them.
+ChatPrompt chat_prompt(const json& j, const std::string& where) {
+  ChatPrompt chat;
+  if (!j["messages"].is_array())
+    bad_line(fmt::format("{}: field 'messages' must be an array of messages", where));
+  chat.messages_json = j["messages"].dump();
+  if (j.contains("tools")) {
+    if (!j["tools"].is_array()) bad_line(fmt::format("{}: field 'tools' must be an array", where));
+    chat.options.tools_json = j["tools"].dump();
+  }
+  if (j.contains("add_generation_prompt"))
+    chat.options.add_generation_prompt = field<bool>(j, "add_generation_prompt", where);
+  if (j.contains("chat_template_kwargs")) {
+    if (!j["chat_template_kwargs"].is_object())
+      bad_line(fmt::format("{}: field 'chat_template_kwargs' must be an object", where));
+    chat.options.extra_json = j["chat_template_kwargs"].dump();
+  }
+  return chat;
+}
+
 Request parse_line(const std::string& line, const std::string& where,
                    const SamplingParams& defaults) {
   static const std::set<std::string> known = {"prompt_ids",
                                               "prompt",
+                                              "messages",
+                                              "tools",
+                                              "add_generation_prompt",
+                                              "chat_template_kwargs",
                                               "temperature",
                                               "top_k",
                                               "top_p",
@@ -152,10 +178,14 @@ Request parse_line(const std::string& line, const std::string& where,
     if (!known.contains(key)) bad_line(fmt::format("{}: unknown field '{}'", where, key));
   Request r;
   r.params = defaults;
-  if (j.contains("prompt") == j.contains("prompt_ids"))
-    bad_line(fmt::format(
-        "{}: give exactly one of 'prompt' (text) and 'prompt_ids' (an array of token ids)", where));
-  if (j.contains("prompt")) {
+  if (j.contains("prompt") + j.contains("prompt_ids") + j.contains("messages") != 1)
+    bad_line(
+        fmt::format("{}: give exactly one of 'prompt' (text), 'prompt_ids' (an array of "
+                    "token ids) and 'messages' (a chat)",
+                    where));
+  if (j.contains("messages")) {
+    r.chat = chat_prompt(j, where);
+  } else if (j.contains("prompt")) {
     if (!j["prompt"].is_string())
       bad_line(fmt::format("{}: field 'prompt' must be a string", where));
     r.prompt = j["prompt"].get<std::string>();

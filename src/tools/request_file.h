@@ -23,7 +23,9 @@ struct RequestLine {
   std::string where;  // "FILE:LINE"
 };
 
-// One request per non-empty line: {"prompt_ids": [...]} or {"prompt": "text"} with optional
+// One request per non-empty line: {"prompt_ids": [...]}, {"prompt": "text"} or
+// {"messages": [...]} (a chat, with optional "tools", "add_generation_prompt" and
+// "chat_template_kwargs"), with optional
 // per-request sampling fields (temperature, top_k, top_p, min_p, seed, max_tokens, stop,
 // stop_token_ids, ignore_eos, skip_special_tokens, logprobs, prompt_logprobs) and
 // cache_salt, overriding `defaults`. A bad line (not JSON, an unknown field, a value of the
