@@ -130,6 +130,12 @@ struct RequestUpdate {
   std::int32_t sample_index = 0;
   // Tokens generated since the previous update (empty in a final update that adds none).
   std::vector<TokenId> new_token_ids;
+  // With SamplingParams::logprobs: the logprobs of new_token_ids, one entry each (as
+  // RequestOutput::logprobs).
+  std::vector<std::vector<TokenLogprob>> new_logprobs;
+  // Prompt tokens the prefix cache served (RequestOutput::num_cached_tokens), known from the
+  // first update on.
+  std::int32_t num_cached_tokens = 0;
   // Text generated since the previous update: whole UTF-8 characters only, and text that
   // could still turn out to be the start of a stop string is held back until it cannot.
   // The pieces of all updates concatenate to RequestOutput::text.

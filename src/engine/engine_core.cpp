@@ -234,7 +234,12 @@ Delivery EngineCore::take_new_tokens(Sequence& seq) {
   d.update.new_token_ids.assign(
       seq.tokens.begin() + seq.num_prompt_tokens + static_cast<std::ptrdiff_t>(seq.num_reported),
       seq.tokens.end());
+  if (seq.output.logprobs.size() > seq.num_reported)
+    d.update.new_logprobs.assign(
+        seq.output.logprobs.begin() + static_cast<std::ptrdiff_t>(seq.num_reported),
+        seq.output.logprobs.end());
   seq.num_reported = static_cast<std::size_t>(seq.num_generated());
+  d.update.num_cached_tokens = seq.output.num_cached_tokens;
   return d;
 }
 

@@ -100,6 +100,8 @@ struct Trace {
   std::condition_variable cv;
   RequestId id = 0;
   std::vector<TokenId> streamed;
+  std::vector<std::vector<TokenLogprob>> streamed_logprobs;
+  std::vector<std::int32_t> cached_tokens;  // num_cached_tokens of every update
   int num_updates = 0;
   int num_finals = 0;
   bool update_after_final = false;
@@ -121,6 +123,8 @@ struct Trace {
     if (num_finals > 0) update_after_final = true;
     ++num_updates;
     streamed.insert(streamed.end(), u.new_token_ids.begin(), u.new_token_ids.end());
+    streamed_logprobs.insert(streamed_logprobs.end(), u.new_logprobs.begin(), u.new_logprobs.end());
+    cached_tokens.push_back(u.num_cached_tokens);
     if (u.finished) {
       ++num_finals;
       if (u.output == nullptr) {
@@ -204,7 +208,10 @@ TEST(EngineAsync, StreamedTokensConcatenateToTheFinalOutput) {
   std::vector<Request> requests = {{prompt(1, 7, m.vocab()), greedy(9), {}},
                                    {prompt(2, 1, m.vocab()), greedy(1), {}},  // final update only
                                    {prompt(3, 30, m.vocab()), seeded(12, 5), {}},
-                                   {prompt(4, 12, m.vocab()), greedy(5), {}}};
+                                   {prompt(4, 12, m.vocab()), greedy(5), {}},
+                                   {prompt(1, 9, m.vocab()), greedy(6), {}}};  // a cache hit
+  requests[0].params.logprobs = 2;
+  requests[2].params.logprobs = 0;
   auto reference = engine.generate(requests);
   std::vector<std::unique_ptr<Trace>> traces;
   std::vector<RequestId> ids;
@@ -223,6 +230,16 @@ TEST(EngineAsync, StreamedTokensConcatenateToTheFinalOutput) {
     EXPECT_TRUE(same_output(out, reference[i]));
     // One update per generated token but the last, which comes with the final update.
     EXPECT_EQ(traces[i]->num_updates, requests[i].params.max_tokens);
+    // The streamed logprobs are the final ones, and every update knows the cached tokens.
+    ASSERT_EQ(traces[i]->streamed_logprobs.size(), out.logprobs.size());
+    for (std::size_t t = 0; t < out.logprobs.size(); ++t) {
+      ASSERT_EQ(traces[i]->streamed_logprobs[t].size(), out.logprobs[t].size());
+      for (std::size_t k = 0; k < out.logprobs[t].size(); ++k) {
+        EXPECT_EQ(traces[i]->streamed_logprobs[t][k].id, out.logprobs[t][k].id);
+        EXPECT_EQ(traces[i]->streamed_logprobs[t][k].logprob, out.logprobs[t][k].logprob);
+      }
+    }
+    for (std::int32_t c : traces[i]->cached_tokens) EXPECT_EQ(c, out.num_cached_tokens);
   }
   // Ids are unique.
   for (std::size_t i = 0; i < ids.size(); ++i)
