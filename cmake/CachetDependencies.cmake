@@ -7,6 +7,9 @@ find_package(PkgConfig REQUIRED)
 pkg_check_modules(xxhash REQUIRED IMPORTED_TARGET libxxhash)
 pkg_check_modules(pcre2 REQUIRED IMPORTED_TARGET libpcre2-8)
 pkg_check_modules(utf8proc REQUIRED IMPORTED_TARGET libutf8proc)
+# cpp-httplib for `cachet serve` (Debian builds it as a library: link it, and compile with
+# the same CPPHTTPLIB_* options its pkg-config file gives).
+pkg_check_modules(httplib REQUIRED IMPORTED_TARGET cpp-httplib)
 if(CACHET_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()

@@ -15,5 +15,6 @@ Runner add_info_command(CLI::App& app);
 Runner add_tokenize_command(CLI::App& app);
 // `bench` with its subcommand `serve`.
 Runner add_bench_command(CLI::App& app);
+Runner add_serve_command(CLI::App& app);
 
 }  // namespace cachet::tools

@@ -1,4 +1,5 @@
-// `cachet`: generate with a model, make test models, inspect a model, tokenize, benchmark.
+// `cachet`: generate with a model, make test models, inspect a model, tokenize, benchmark,
+// serve over HTTP.
 #include <fmt/core.h>
 
 #include <CLI/CLI.hpp>
@@ -15,6 +16,7 @@ int main(int argc, char** argv) {
   cachet::tools::Runner info = cachet::tools::add_info_command(app);
   cachet::tools::Runner tokenize = cachet::tools::add_tokenize_command(app);
   cachet::tools::Runner bench = cachet::tools::add_bench_command(app);
+  cachet::tools::Runner serve = cachet::tools::add_serve_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -26,6 +28,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("info")) return info();
     if (app.got_subcommand("tokenize")) return tokenize();
     if (app.got_subcommand("bench")) return bench();
+    if (app.got_subcommand("serve")) return serve();
   } catch (const cachet::Error& e) {
     fmt::print(stderr, "cachet: error: {}\n", e.what());
     return 1;

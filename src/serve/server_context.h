@@ -1,0 +1,50 @@
+// What every handler of `cachet serve` shares: the engine, what is known of its model, the
+// options, and the flag SIGINT/SIGTERM sets (running requests then end as aborted).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <ctime>
+#include <string>
+
+#include "cachet/engine.h"
+#include "serve/openai_protocol.h"
+
+namespace cachet::serve {
+
+struct ServeOptions {
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  std::string model_name;  // empty: the model directory's name
+  std::string api_key;     // empty: no authentication
+  std::size_t max_body_bytes = std::size_t{16} << 20;
+};
+
+struct ServerContext {
+  Engine& engine;
+  ModelInfo model;
+  ServeOptions options;
+  std::atomic<bool> stopping{false};
+  std::atomic<int> open_streams{0};  // streamed responses not yet ended
+  std::atomic<std::uint64_t> next_id{1};
+  std::time_t started = std::time(nullptr);
+
+  // "cmpl-1a", "chatcmpl-1b", "msg_1c": unique for the server's lifetime.
+  // Counts a streamed response open from construction to destruction.
+  struct StreamOpen {
+    std::atomic<int>& n;
+    explicit StreamOpen(std::atomic<int>& c) : n(c) { ++n; }
+    ~StreamOpen() { --n; }
+    StreamOpen(const StreamOpen&) = delete;
+    StreamOpen& operator=(const StreamOpen&) = delete;
+  };
+
+  std::string make_id(const char* prefix) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%s%llx", prefix,
+                  static_cast<unsigned long long>(next_id.fetch_add(1)));
+    return buf;
+  }
+};
+
+}  // namespace cachet::serve
