@@ -17,18 +17,6 @@ namespace {
   throw TemplateError(v.name().empty() ? "a value is undefined" : v.name());
 }
 
-const Value* arg(const CallArgs& a, std::size_t index, std::string_view name) {
-  if (index < a.positional.size()) return &a.positional[index];
-  for (const auto& [k, v] : a.keyword)
-    if (k == name) return &v;
-  return nullptr;
-}
-
-Value arg_or(const CallArgs& a, std::size_t index, std::string_view name, Value fallback) {
-  const Value* v = arg(a, index, name);
-  return v ? *v : std::move(fallback);
-}
-
 std::string need_string(const Value& v, const char* what) {
   if (v.is_undefined()) undefined_error(v);
   if (!v.is_string()) type_error(fmt::format("{} must be a string, not {}", what, v.type_name()));

@@ -5,10 +5,24 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "chat/jinja_value.h"
 
 namespace cachet::chat {
+
+// A call's argument `index` (positional) or `name` (keyword); null when not given.
+inline const Value* arg(const CallArgs& a, std::size_t index, std::string_view name) {
+  if (index < a.positional.size()) return &a.positional[index];
+  for (const auto& [k, v] : a.keyword)
+    if (k == name) return &v;
+  return nullptr;
+}
+
+inline Value arg_or(const CallArgs& a, std::size_t index, std::string_view name, Value fallback) {
+  const Value* v = arg(a, index, name);
+  return v ? *v : std::move(fallback);
+}
 
 // obj.name: a dict's key (or its method of that name: items, keys, values, get), a string's
 // or list's method, a namespace's attribute; undefined when absent. An undefined `obj`

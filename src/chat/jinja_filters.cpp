@@ -13,18 +13,6 @@ namespace {
 
 [[noreturn]] void fail(const std::string& what) { throw TemplateError(what); }
 
-const Value* arg(const CallArgs& a, std::size_t index, std::string_view name) {
-  if (index < a.positional.size()) return &a.positional[index];
-  for (const auto& [k, v] : a.keyword)
-    if (k == name) return &v;
-  return nullptr;
-}
-
-Value arg_or(const CallArgs& a, std::size_t index, std::string_view name, Value fallback) {
-  const Value* v = arg(a, index, name);
-  return v ? *v : std::move(fallback);
-}
-
 // A value a filter needs defined (an undefined one raises its own error).
 const Value& defined(const Value& v) {
   if (v.is_undefined()) fail(v.name().empty() ? "a value is undefined" : v.name());

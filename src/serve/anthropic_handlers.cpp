@@ -291,18 +291,7 @@ void handle_messages(ServerContext& ctx, const httplib::Request& req, httplib::R
     return;
   }
   auto state = std::make_shared<Streaming>(Streaming{run, std::move(r), id, pinned});
-  state->open = std::make_shared<ServerContext::StreamOpen>(ctx.open_streams);
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [&ctx, state](std::size_t, httplib::DataSink& sink) {
-        if (stream_step(ctx, *state, sink)) return true;
-        state->run->abort();
-        return false;
-      },
-      [state](bool success) {
-        if (!success) state->run->abort();
-      });
+  stream_response(ctx, state, res, stream_step);
 }
 
 }  // namespace cachet::serve

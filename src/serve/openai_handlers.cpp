@@ -129,18 +129,7 @@ void run_generation(ServerContext& ctx, const GenerationRequest& g, const char* 
     return;
   }
   auto state = std::make_shared<Streaming>(Streaming{run, g, id});
-  state->open = std::make_shared<ServerContext::StreamOpen>(ctx.open_streams);
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [&ctx, state](std::size_t, httplib::DataSink& sink) {
-        if (stream_step(ctx, *state, sink)) return true;
-        state->run->abort();  // the client went away: free its KV blocks
-        return false;
-      },
-      [state](bool success) {
-        if (!success) state->run->abort();
-      });
+  stream_response(ctx, state, res, stream_step);
 }
 
 json parse_body(const httplib::Request& req) {

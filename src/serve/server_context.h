@@ -2,9 +2,12 @@
 // options, and the flag SIGINT/SIGTERM sets (running requests then end as aborted).
 #pragma once
 
+#include <httplib.h>
+
 #include <atomic>
 #include <cstdint>
 #include <ctime>
+#include <memory>
 #include <string>
 
 #include "cachet/engine.h"
@@ -46,5 +49,25 @@ struct ServerContext {
     return buf;
   }
 };
+
+// Streams `state`'s response: `step(ctx, *state, sink)` is called until it ends the sink, and
+// a client that goes away (a failed write, or the connection dropped) aborts the run, which
+// frees its KV blocks. `state` has a `run` (a GenerationRun) and an `open` member.
+template <class State, class Step>
+void stream_response(ServerContext& ctx, std::shared_ptr<State> state, httplib::Response& res,
+                     Step step) {
+  state->open = std::make_shared<ServerContext::StreamOpen>(ctx.open_streams);
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [&ctx, state, step](std::size_t, httplib::DataSink& sink) {
+        if (step(ctx, *state, sink)) return true;
+        state->run->abort();
+        return false;
+      },
+      [state](bool success) {
+        if (!success) state->run->abort();
+      });
+}
 
 }  // namespace cachet::serve
