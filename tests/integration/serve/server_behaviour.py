@@ -163,11 +163,20 @@ try:
                              for e in events[:-1] if json.loads(e).get("choices"))
         except Exception as e:  # noqa: BLE001 - reported as a failed check
             errors.append(f"client {i}: {e}")
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    def rss_mib():
+        with open(f"/proc/{proc.pid}/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+    rss = []
+    for _ in range(int(os.environ.get("CACHET_SERVE_ROUNDS", "2"))):  # rounds: the server's RSS after each (printed, not asserted)
+        got.clear()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        rss.append(rss_mib())
+    print(f"# server RSS after each round of {CLIENTS} clients: "
+          + ", ".join(f"{r:.1f} MiB" for r in rss), flush=True)
     check(f"{CLIENTS} concurrent streams all complete", not errors and len(got) == CLIENTS,
           "; ".join(errors[:3]))
     check(f"{CLIENTS} concurrent streams equal their unstreamed answers",
