@@ -30,6 +30,13 @@ class Evaluator {
     install_globals();
     for (const auto& [k, v] : variables.items()) (*frames_[0])[k] = v;
   }
+  // Namespaces are the one mutable value, so the only way to a reference cycle
+  // (`{% set ns.me = ns %}`): emptying every one the render made frees them all.
+  ~Evaluator() {
+    for (const Value& ns : namespaces_) ns.namespace_attrs() = Dict();
+  }
+  Evaluator(const Evaluator&) = delete;
+  Evaluator& operator=(const Evaluator&) = delete;
 
   void exec(const Body& body, std::string& out) {
     if (run(body, out) != Flow::kNormal) throw TemplateError("break or continue outside a loop");
@@ -311,13 +318,14 @@ class Evaluator {
   void install_globals() {
     Frame& g = *frames_[0];
     g["namespace"] = Value::callable(
-        [](const CallArgs& a) {
+        [this](const CallArgs& a) {
           Dict attrs;
           for (const Value& d : a.positional)
             if (d.is_dict())
               for (const auto& [k, v] : d.as_dict().items()) attrs.set(k, v);
           for (const auto& [k, v] : a.keyword) attrs.set(k, v);
-          return Value::namespace_(std::move(attrs));
+          namespaces_.push_back(Value::namespace_(std::move(attrs)));
+          return namespaces_.back();
         },
         "namespace");
     g["dict"] = Value::callable(
@@ -371,6 +379,7 @@ class Evaluator {
   }
 
   std::vector<std::shared_ptr<Frame>> frames_;
+  std::vector<Value> namespaces_;  // every namespace() made, emptied at the end
   std::time_t now_;
   int depth_ = 0;
   std::int64_t steps_ = 0;

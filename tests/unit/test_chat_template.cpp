@@ -141,6 +141,18 @@ TEST(ChatTemplate, RunawayTemplatesStopWithAnError) {
               HasSubstr("a namespace nested in itself"));
 }
 
+// Namespaces that refer to each other (directly or through a list) render and are freed
+// with the render: LeakSanitizer in the asan preset checks the second half.
+TEST(ChatTemplate, NamespacesInACycleAreFreed) {
+  const ChatTemplate cycle(
+      "{% set a = namespace(n=1) %}{% set b = namespace(x=[a]) %}{% set a.b = b %}"
+      "{% set a.me = a %}{{ a.b.x[0].n }}");
+  EXPECT_EQ(cycle.render("[]"), "1");
+  const ChatTemplate raising(
+      "{% set a = namespace() %}{% set a.me = a %}{{ raise_exception('stop') }}");
+  EXPECT_THROW(raising.render("[]"), Error);
+}
+
 TEST(ChatTemplate, DeepNestingIsAnErrorNotAStackOverflow) {
   for (const std::string& source :
        {"{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}",

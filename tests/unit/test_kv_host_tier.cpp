@@ -111,10 +111,12 @@ TEST(HostTier, EvictsTheLeastRecentlyUsedAndNeverAHeldEntry) {
 TEST(HostTier, APinnedEntryGoesLastAndWhenItsPinEndsFirst) {
   HostTier tier(3, kBs);
   tier.set_pin_budget(1);
-  EvictedBlock a = evicted(1, block_tokens(10));
+  // EvictedBlock views its tokens: they outlive it.
+  const auto ta = block_tokens(10), tb = block_tokens(20);
+  EvictedBlock a = evicted(1, ta);
   a.pin_until = 100;
   a.pin_ttl = 50;
-  EvictedBlock b = evicted(2, block_tokens(20));
+  EvictedBlock b = evicted(2, tb);
   b.pin_until = 100;
   b.pin_ttl = 50;
   const auto sa = tier.store(a), sb = tier.store(b);
@@ -137,7 +139,8 @@ TEST(HostTier, APinnedEntryGoesLastAndWhenItsPinEndsFirst) {
   tier.release_hold(*sc);
   tier.check_integrity();
   // A pin that ends puts its entry first in line.
-  EvictedBlock d = evicted(7, block_tokens(70));
+  const auto td = block_tokens(70), t_again = block_tokens(80);
+  EvictedBlock d = evicted(7, td);
   d.pin_until = 200;
   d.pin_ttl = 10;
   ASSERT_TRUE(tier.store(d));  // evicts an unpinned entry
@@ -149,7 +152,7 @@ TEST(HostTier, APinnedEntryGoesLastAndWhenItsPinEndsFirst) {
   tier.check_integrity();
   EXPECT_EQ(tier.store(evicted(8, block_tokens(80))), sd);
   // The pin of a block demoted again goes to the entry that holds its contents already.
-  EvictedBlock again = evicted(8, block_tokens(80));
+  EvictedBlock again = evicted(8, t_again);
   again.pin_until = 300;
   again.pin_ttl = 5;
   EXPECT_FALSE(tier.store(again));
