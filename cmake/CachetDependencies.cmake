@@ -10,6 +10,9 @@ pkg_check_modules(utf8proc REQUIRED IMPORTED_TARGET libutf8proc)
 # cpp-httplib for `cachet serve` (Debian builds it as a library: link it, and compile with
 # the same CPPHTTPLIB_* options its pkg-config file gives).
 pkg_check_modules(httplib REQUIRED IMPORTED_TARGET cpp-httplib)
+# prometheus-cpp for the server's /metrics: its core library only (the registry, metric types
+# and the text exposition format); cpp-httplib serves the endpoint.
+find_package(prometheus-cpp CONFIG REQUIRED)
 if(CACHET_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()

@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(g++ cmake ninja-build ccache pkg-config
           libfmt-dev nlohmann-json3-dev libxxhash-dev libpcre2-dev libutf8proc-dev
           libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev python3-numpy
-          libcpp-httplib-dev)
+          libcpp-httplib-dev prometheus-cpp-dev python3-prometheus-client)
 if [ "${1:-}" = "fuzz" ]; then PACKAGES+=(clang libclang-rt-14-dev); fi
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -23,13 +23,14 @@ if [ "${CACHET_SKIP_TSAN:-0}" != "1" ]; then
   # with requests in flight, the failed state and teardown from a callback, n samples of a
   # request streaming and aborted together, the thread pool,
   # concurrent tokenizer use, the soak, the disk tier's I/O thread (and two engines sharing
-  # its directory), the HTTP server's handler threads against the engine's.
+  # its directory), the HTTP server's handler threads against the engine's (and its metrics,
+  # fed from the engine's thread and scraped from a handler's).
   cmake --preset tsan >/dev/null
   cmake --build --preset tsan -j "$JOBS" --target cachet_cli concurrent_clients \
     test_engine_async test_engine_failure test_thread_pool test_poisoned_kv \
     test_tokenizer_roundtrip test_soak test_engine_samples test_kv_disk_tier test_prefix_cache_disk
   ctest --preset tsan -j "$JOBS" \
-    -R '^(EngineAsync|EngineFailure|EngineCallbacks|EngineSamples|ThreadPool|PoisonedKv|Concurrency|Soak|DiskTier|PrefixCacheDisk)\.|^example_concurrent_clients$|^serve_behaviour$'
+    -R '^(EngineAsync|EngineFailure|EngineCallbacks|EngineSamples|ThreadPool|PoisonedKv|Concurrency|Soak|DiskTier|PrefixCacheDisk)\.|^example_concurrent_clients$|^serve_behaviour$|^serve_metrics$'
 fi
 if [ "${CACHET_SKIP_FUZZ:-0}" != "1" ]; then
   scripts/fuzz.sh

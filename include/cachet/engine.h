@@ -24,6 +24,7 @@
 // request of the engine.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -113,9 +114,14 @@ struct RequestOutput {
   std::string error;
   // Prompt tokens whose K/V came from the prefix cache instead of being computed.
   std::int32_t num_cached_tokens = 0;
+  // Why the cache served no more than that (docs/prefix_caching.md, "Why a request missed").
+  CacheMiss cache_miss;
   // With Request::cache_pin: the prompt tokens pinned (whole blocks), or why none were.
   std::int32_t num_pinned_tokens = 0;
   std::string pin_error;
+  // From submission to the first step that scheduled it (time spent waiting), milliseconds;
+  // 0 when it never was.
+  double queue_ms = 0.0;
   // From submission to the first generated token, milliseconds.
   double ttft_ms = 0.0;
   // From the first to the last generated token, milliseconds.
@@ -163,6 +169,9 @@ struct EngineStats {
   // Of prefix_cache_hit_tokens, those copied from a cached block that matched only partly
   // (EngineConfig::partial_block_reuse).
   std::int64_t prefix_cache_partial_hit_tokens = 0;
+  // Requests (each sample's first admission) by why their cached prefix ended
+  // (RequestOutput::cache_miss), indexed by CacheMissReason.
+  std::array<std::int64_t, kNumCacheMissReasons> prefix_cache_misses{};
   std::int64_t host_blocks_used = 0;
   std::int64_t host_blocks_stored = 0;
   std::int64_t host_blocks_loaded = 0;

@@ -575,6 +575,7 @@ EngineStats EngineCore::stats() const {
       c.query_tokens > 0 ? static_cast<double>(c.hit_tokens) / c.query_tokens : 0.0;
   s.prefix_cache_host_hit_tokens = c.host_hit_tokens;
   s.prefix_cache_partial_hit_tokens = c.partial_hit_tokens;
+  s.prefix_cache_misses = c.misses;
   s.host_blocks_used = kv_.host_tier().num_used();
   s.host_blocks_stored = kv_.host_counters().blocks_stored;
   s.host_blocks_loaded = kv_.host_counters().blocks_loaded;

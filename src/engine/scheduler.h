@@ -13,6 +13,7 @@
 // released, the full ones stay cached, and it is admitted again later, usually as a cache hit.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <string>
@@ -53,6 +54,7 @@ struct CacheCounters {
   std::int64_t host_hit_tokens = 0;     // of hit_tokens, those loaded from the host tier
   std::int64_t disk_hit_tokens = 0;     // of hit_tokens, those read from the disk tier
   std::int64_t partial_hit_tokens = 0;  // of hit_tokens, those copied from a partly matching block
+  std::array<std::int64_t, kNumCacheMissReasons> misses{};  // by CacheMissReason
   std::int64_t preemptions = 0;
 };
 

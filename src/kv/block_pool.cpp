@@ -104,6 +104,28 @@ std::optional<BlockPool::PartialHit> BlockPool::longest_partial(
   return best;
 }
 
+BlockPool::NextBlocks BlockPool::next_blocks(const ChainLink& link,
+                                             std::span<const TokenId> tokens) const {
+  NextBlocks out;
+  const std::size_t limit = std::min(tokens.size(), static_cast<std::size_t>(block_size_));
+  auto [begin, end] = children_.equal_range(link.parent ? link.parent->value : 0);
+  for (auto it = begin; it != end; ++it) {
+    const TokenId* stored =
+        tokens_.data() + static_cast<std::size_t>(it->second.value) * block_size_;
+    const auto run = static_cast<std::int32_t>(
+        std::mismatch(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(limit), stored)
+            .first -
+        tokens.begin());
+    if (!same_link(at(it->second), link)) {  // a first block under another salt
+      out.under_other_salt |= run == static_cast<std::int32_t>(limit);
+      continue;
+    }
+    ++out.num_continuations;
+    out.longest_run = std::max(out.longest_run, run);
+  }
+  return out;
+}
+
 std::optional<std::vector<BlockId>> BlockPool::allocate(std::int64_t n) {
   if (n < 0 || n > num_allocatable()) return std::nullopt;
   std::vector<BlockId> out;

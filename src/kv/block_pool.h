@@ -110,6 +110,18 @@ class BlockPool {
   std::optional<PartialHit> longest_partial(const ChainLink& link,
                                             std::span<const TokenId> tokens) const;
 
+  // What the pool holds where a chain's match stopped before `tokens` (a whole block): how
+  // many registered blocks continue `link` (with other tokens, or the match would not have
+  // stopped), the longest run of `tokens`' leading tokens one of them begins with, and for a
+  // first block whether a first block with exactly these tokens is registered under another
+  // salt. For KvCacheManager::explain_miss; costs what longest_partial does.
+  struct NextBlocks {
+    std::int64_t num_continuations = 0;
+    std::int32_t longest_run = 0;
+    bool under_other_salt = false;
+  };
+  NextBlocks next_blocks(const ChainLink& link, std::span<const TokenId> tokens) const;
+
   // `n` blocks with one reference each, taken from the free stack, then by evicting the
   // least recently used cached blocks; nullopt (and no change) when fewer than `n` are
   // allocatable.

@@ -166,6 +166,7 @@ std::optional<std::int64_t> HostTier::take_slot() {
   if (free_.empty()) {
     const std::int64_t victim = lru_head_[0] >= 0 ? lru_head_[0] : lru_head_[1];
     if (victim < 0) return std::nullopt;  // every entry is held
+    if (on_evict_) on_evict_(at(victim).hash);
     drop(victim);
     ++num_evictions_;
   }

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <set>
 #include <span>
@@ -42,6 +43,10 @@ class HostTier {
   }
   std::int64_t num_reserved() const { return num_reserved_; }
   std::int64_t num_evictions() const { return num_evictions_; }
+  // Called with the hash of each entry the tier evicts (to make room), before it goes.
+  void set_on_evict(std::function<void(const BlockHash&)> on_evict) {
+    on_evict_ = std::move(on_evict);
+  }
 
   // The entry holding these contents (same hash, link and tokens), exact whatever the hash.
   std::optional<std::int64_t> lookup(const BlockHash& hash, const ChainLink& link,
@@ -133,6 +138,7 @@ class HostTier {
   std::unordered_map<std::uint64_t, std::int64_t> by_content_;
   std::int64_t num_evictions_ = 0;
   std::int64_t num_reserved_ = 0;
+  std::function<void(const BlockHash&)> on_evict_;
 };
 
 }  // namespace cachet::kv

@@ -15,9 +15,20 @@ KvCacheManager::KvCacheManager(std::int64_t num_blocks, std::int32_t block_size,
       enable_caching_(enable_caching),
       partial_reuse_(enable_caching && partial_reuse),
       pool_(num_blocks, block_size),
-      host_(enable_caching ? host_slots : 0, block_size) {
-  if (host_.num_slots() > 0)
-    pool_.set_on_evict([this](const EvictedBlock& block) { demote(block); });
+      host_(enable_caching ? host_slots : 0, block_size),
+      ghosts_(static_cast<std::size_t>(
+          std::clamp<std::int64_t>(2 * (num_blocks + host_.num_slots()), 1024, 65536))) {
+  if (!enable_caching) return;
+  pool_.set_on_evict([this](const EvictedBlock& block) { on_device_evict(block); });
+  host_.set_on_evict([this](const BlockHash& hash) { ghosts_.record(hash, CacheTier::kHost); });
+}
+
+void KvCacheManager::on_device_evict(const EvictedBlock& block) {
+  if (host_.num_slots() > 0) {
+    demote(block);
+    if (host_.lookup(block.hash, block.link, block.tokens)) return;
+  }
+  ghosts_.record(block.hash, CacheTier::kDevice);
 }
 
 ChainLink KvCacheManager::link_at(std::size_t index, const SeqBlocks& seq, ContentId parent) {
@@ -87,6 +98,45 @@ void KvCacheManager::match_partial(const SeqBlocks& seq, std::span<const TokenId
     m.partial_tokens = hit->num_tokens;
     m.num_tokens += hit->num_tokens;
   }
+}
+
+CacheMiss KvCacheManager::explain_miss(const SeqBlocks& seq, std::span<const TokenId> tokens,
+                                       const PrefixMatch& m, std::int32_t max_tokens) const {
+  CacheMiss out;
+  if (!enable_caching_) {
+    out.reason = CacheMissReason::kCachingOff;
+    return out;
+  }
+  out.at = m.num_tokens;
+  const std::size_t full = m.num_full_blocks();
+  const std::size_t limit =
+      std::min(seq.hashes.size(), static_cast<std::size_t>(std::max(0, max_tokens) / block_size_));
+  if (full >= limit) return out;  // every whole block it may serve, served
+  if (auto tier = ghosts_.find(seq.hashes[full])) {
+    out.reason = CacheMissReason::kEvicted;
+    out.tier = *tier == CacheTier::kDevice ? "device" : "host";
+    return out;
+  }
+  ContentId parent;
+  if (full > 0)
+    parent = full <= m.blocks.size() ? pool_.content_of(m.blocks[full - 1])
+                                     : host_.content(m.host_slots[full - 1 - m.blocks.size()]);
+  const auto next = pool_.next_blocks(
+      link_at(full, seq, parent),
+      tokens.subspan(full * static_cast<std::size_t>(block_size_),
+                     static_cast<std::size_t>(block_size_)));
+  if (full == 0 && next.under_other_salt) {
+    out.reason = CacheMissReason::kOtherSalt;
+  } else if (next.num_continuations > 0 && (full > 0 || next.longest_run > 0)) {
+    // (Every first block of the salt "continues" the empty prefix: one counts only when it
+    // shares a first token.)
+    out.reason = CacheMissReason::kDiverged;
+    out.at = static_cast<std::int32_t>(full) * block_size_ + next.longest_run;
+    out.in_block = next.longest_run > 0;
+  } else {
+    out.reason = full == 0 ? CacheMissReason::kCold : CacheMissReason::kPrefixEnd;
+  }
+  return out;
 }
 
 std::int64_t KvCacheManager::blocks_for(std::int32_t tokens) const {

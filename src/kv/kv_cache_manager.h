@@ -34,7 +34,9 @@
 
 #include "kv/block_hash.h"
 #include "kv/block_pool.h"
+#include "cachet/types.h"
 #include "kv/disk_tier.h"
+#include "kv/ghost_index.h"
 #include "kv/host_tier.h"
 
 namespace cachet::kv {
@@ -180,6 +182,15 @@ class KvCacheManager {
   // so later blocks follow earlier ones), and the rest of its slots are freed.
   void finish_disk_jobs(const DiskDone& done);
 
+  // Why `m`, the match of `seq`'s tokens at most `max_tokens` long, ends where it does: the
+  // block after it evicted (the ghost records), cached under another salt, continued by
+  // cached blocks with other tokens (where the prompt differs), or nothing (cold, or the end
+  // of what is cached). Costs a hash lookup and a scan of the blocks that continue the match
+  // (as partial-block reuse's); call it once per request.
+  CacheMiss explain_miss(const SeqBlocks& seq, std::span<const TokenId> tokens,
+                         const PrefixMatch& m, std::int32_t max_tokens) const;
+  const GhostIndex& ghosts() const { return ghosts_; }
+
   const HostTier& host_tier() const { return host_; }
   const HostTierCounters& host_counters() const { return host_counters_; }
 
@@ -194,6 +205,8 @@ class KvCacheManager {
   std::int64_t blocks_for(std::int32_t tokens) const;  // ceil(tokens / block_size)
   // The link of the block at `index` of a chain whose blocks before it are `parent`.
   static ChainLink link_at(std::size_t index, const SeqBlocks& seq, ContentId parent);
+  // The device pool evicted `block`: the host tier takes it, or it becomes a ghost record.
+  void on_device_evict(const EvictedBlock& block);
   void demote(const EvictedBlock& block);
   // After commit registered seq.blocks[index] as new contents: queue its write to the disk.
   void write_through(const SeqBlocks& seq, std::size_t index, std::span<const TokenId> tokens);
@@ -222,6 +235,7 @@ class KvCacheManager {
   bool partial_reuse_;
   BlockPool pool_;
   HostTier host_;
+  GhostIndex ghosts_;
   Transfers pending_;
   HostTierCounters host_counters_;
   const DiskTier* disk_ = nullptr;

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "serve/api_error.h"
+#include "serve/cache_miss_json.h"
 #include "serve/generation_run.h"
 
 namespace cachet::serve {
@@ -276,7 +277,8 @@ void handle_messages(ServerContext& ctx, const httplib::Request& req, httplib::R
   GenerationRequest g = r.generation;
   auto run = std::make_shared<GenerationRun>(
       ctx.engine, g,
-      pinned > 0 ? std::optional<CachePin>(CachePin{pinned, r.pin_ttl}) : std::nullopt);
+      pinned > 0 ? std::optional<CachePin>(CachePin{pinned, r.pin_ttl}) : std::nullopt,
+      ctx.metrics);
   const std::string id = ctx.make_id("msg_");
   if (!g.stream) {
     run->wait(ctx.stopping);
@@ -284,10 +286,10 @@ void handle_messages(ServerContext& ctx, const httplib::Request& req, httplib::R
     const Choice& c = run->choices()[0];
     const auto [reason, sequence] = stop_of(c, g, ctx.model);
     const Usage u = run->usage();
-    res.set_content(message_json(id, ctx.model, json::array({{{"type", "text"}, {"text", c.text}}}),
-                                 reason, sequence, usage(u, pinned, u.completion_tokens))
-                        .dump(),
-                    "application/json");
+    json message = message_json(id, ctx.model, json::array({{{"type", "text"}, {"text", c.text}}}),
+                                reason, sequence, usage(u, pinned, u.completion_tokens));
+    if (c.cache_miss) message["cache_miss"] = cache_miss_json(*c.cache_miss);  // an extension
+    res.set_content(message.dump(), "application/json");
     return;
   }
   auto state = std::make_shared<Streaming>(Streaming{run, std::move(r), id, pinned});

@@ -3,7 +3,7 @@
 namespace cachet::serve {
 
 GenerationRun::GenerationRun(Engine& engine, const GenerationRequest& request,
-                             std::optional<CachePin> pin)
+                             std::optional<CachePin> pin, std::shared_ptr<ServerMetrics> metrics)
     : n_(request.params.n) {
   for (std::size_t p = 0; p < request.prompts.size(); ++p) {
     Request r;
@@ -13,7 +13,7 @@ GenerationRun::GenerationRun(Engine& engine, const GenerationRequest& request,
     r.cache_pin = pin;
     prompt_tokens_.push_back(static_cast<std::int64_t>(r.prompt_token_ids.size()));
     cached_tokens_.push_back(0);
-    streams_.push_back(std::make_unique<RequestStream>(engine, std::move(r)));
+    streams_.push_back(std::make_unique<RequestStream>(engine, std::move(r), metrics));
     for (std::int32_t j = 0; j < n_; ++j) {
       Choice c;
       c.index = static_cast<std::int32_t>(p) * n_ + j;
@@ -45,6 +45,8 @@ std::vector<Delta> GenerationRun::pull(std::chrono::milliseconds timeout) {
       if (u.output) {
         c.finish_reason = u.output->finish_reason;
         d.finish_reason = u.output->finish_reason;
+        c.cache_miss = u.output->cache_miss;
+        d.cache_miss = u.output->cache_miss;
         if (u.sample == 0) cached_tokens_[p] = u.output->num_cached_tokens;
         if (u.output->finish_reason == FinishReason::kError) {
           d.error = u.output->error;

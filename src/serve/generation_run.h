@@ -20,14 +20,17 @@ struct Delta {
   std::vector<TokenId> token_ids;
   std::vector<std::vector<TokenLogprob>> logprobs;
   std::optional<FinishReason> finish_reason;  // on its last delta
+  std::optional<CacheMiss> cache_miss;        // on its last delta
   std::string error;                          // when it failed
 };
 
 class GenerationRun {
  public:
   // Submits every prompt (with `pin` on each, when given). Throws what Engine::submit throws.
+  // `metrics`, when given, observes every request.
   GenerationRun(Engine& engine, const GenerationRequest& request,
-                std::optional<CachePin> pin = std::nullopt);
+                std::optional<CachePin> pin = std::nullopt,
+                std::shared_ptr<ServerMetrics> metrics = nullptr);
 
   // What came since the last pull, waiting up to `timeout` for something.
   std::vector<Delta> pull(std::chrono::milliseconds timeout);

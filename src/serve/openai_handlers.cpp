@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "serve/api_error.h"
+#include "serve/cache_miss_json.h"
 #include "serve/generation_run.h"
 
 namespace cachet::serve {
@@ -42,6 +43,7 @@ json whole_response(const ServerContext& ctx, const GenerationRequest& g, Genera
       choice["message"] = {{"role", "assistant"}, {"content", c.text}};
     else
       choice["text"] = c.text;
+    if (c.cache_miss) choice["cache_miss"] = cache_miss_json(*c.cache_miss);  // an extension
     out["choices"].push_back(std::move(choice));
   }
   out["usage"] = usage_json(run.usage());
@@ -63,6 +65,7 @@ json delta_chunk(const ServerContext& ctx, const GenerationRequest& g, const std
         d.text.empty() && d.finish_reason ? json::object() : json{{"content", d.text}};
   else
     choice["text"] = d.text;
+  if (d.cache_miss) choice["cache_miss"] = cache_miss_json(*d.cache_miss);
   chunk["choices"] = json::array({choice});
   return chunk;
 }
@@ -120,7 +123,7 @@ bool stream_step(ServerContext& ctx, Streaming& s, httplib::DataSink& sink) {
 
 void run_generation(ServerContext& ctx, const GenerationRequest& g, const char* id_prefix,
                     httplib::Response& res) {
-  auto run = std::make_shared<GenerationRun>(ctx.engine, g);
+  auto run = std::make_shared<GenerationRun>(ctx.engine, g, std::nullopt, ctx.metrics);
   const std::string id = ctx.make_id(id_prefix);
   if (!g.stream) {
     run->wait(ctx.stopping);

@@ -46,6 +46,7 @@ struct Choice {
   std::vector<TokenId> token_ids;
   std::vector<std::vector<TokenLogprob>> logprobs;
   std::optional<FinishReason> finish_reason;
+  std::optional<CacheMiss> cache_miss;  // once it finished
 };
 
 struct Usage {

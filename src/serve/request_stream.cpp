@@ -4,11 +4,34 @@
 
 namespace cachet::serve {
 
-RequestStream::RequestStream(Engine& engine, Request request)
+namespace {
+
+// Feeds one update to the metrics: the gap since the sample's previous tokens (its first
+// token's wait is the time to first token, not a gap), and its output when it ends.
+void observe(ServerMetrics& metrics,
+             std::vector<std::optional<std::chrono::steady_clock::time_point>>& last_token_at,
+             const RequestUpdate& u) {
+  const auto i = static_cast<std::size_t>(u.sample_index);
+  if (i >= last_token_at.size()) last_token_at.resize(i + 1);
+  if (!u.new_token_ids.empty()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (last_token_at[i])
+      metrics.observe_token_gap(std::chrono::duration<double>(now - *last_token_at[i]).count(),
+                                u.new_token_ids.size());
+    last_token_at[i] = now;
+  }
+  if (u.finished && u.output) metrics.observe_finished(*u.output, u.sample_index == 0);
+}
+
+}  // namespace
+
+RequestStream::RequestStream(Engine& engine, Request request,
+                             std::shared_ptr<ServerMetrics> metrics)
     : engine_(engine), shared_(std::make_shared<Shared>()) {
   num_samples_ = std::max(1, request.params.n);
   std::shared_ptr<Shared> shared = shared_;
-  id_ = engine_.submit(std::move(request), [shared](const RequestUpdate& u) {
+  id_ = engine_.submit(std::move(request), [shared, metrics](const RequestUpdate& u) {
+    if (metrics) observe(*metrics, shared->last_token_at, u);
     SampleUpdate s;
     s.sample = u.sample_index;
     s.token_ids = u.new_token_ids;

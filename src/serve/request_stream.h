@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cachet/engine.h"
+#include "serve/server_metrics.h"
 
 namespace cachet::serve {
 
@@ -30,7 +31,9 @@ struct SampleUpdate {
 class RequestStream {
  public:
   // Submits `request`. Throws what Engine::submit throws (a failed or stopping engine).
-  RequestStream(Engine& engine, Request request);
+  // `metrics`, when given, observes its tokens and outputs.
+  RequestStream(Engine& engine, Request request,
+                std::shared_ptr<ServerMetrics> metrics = nullptr);
   ~RequestStream();
   RequestStream(const RequestStream&) = delete;
   RequestStream& operator=(const RequestStream&) = delete;
@@ -48,6 +51,8 @@ class RequestStream {
     std::condition_variable ready;
     std::deque<SampleUpdate> queue;
     std::int32_t finished = 0;
+    // Used on the engine's thread only: when each sample's last tokens came.
+    std::vector<std::optional<std::chrono::steady_clock::time_point>> last_token_at;
   };
   Engine& engine_;
   std::shared_ptr<Shared> shared_;  // the callback keeps it alive

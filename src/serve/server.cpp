@@ -166,6 +166,11 @@ void add_routes(httplib::Server& svr, ServerContext& ctx) {
   svr.Get("/stats", guarded(ctx, true, [&ctx](const httplib::Request&, httplib::Response& res) {
             res.set_content(stats_json(ctx.engine).dump(), "application/json");
           }));
+  // Prometheus scrapes this (behind the API key when one is set: give Prometheus the key as
+  // its scrape config's `authorization: credentials`).
+  svr.Get("/metrics", guarded(ctx, true, [&ctx](const httplib::Request&, httplib::Response& res) {
+            res.set_content(ctx.metrics->scrape(ctx.engine), "text/plain; version=0.0.4");
+          }));
   svr.Post("/v1/completions",
            guarded(ctx, true, [&ctx](const httplib::Request& req, httplib::Response& res) {
              handle_completions(ctx, req, res);

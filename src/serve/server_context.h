@@ -12,6 +12,7 @@
 
 #include "cachet/engine.h"
 #include "serve/openai_protocol.h"
+#include "serve/server_metrics.h"
 
 namespace cachet::serve {
 
@@ -27,6 +28,8 @@ struct ServerContext {
   Engine& engine;
   ModelInfo model;
   ServeOptions options;
+  // Shared with the callbacks of the requests it observes, which may outlive a handler.
+  std::shared_ptr<ServerMetrics> metrics = std::make_shared<ServerMetrics>(engine.info());
   std::atomic<bool> stopping{false};
   std::atomic<int> open_streams{0};  // streamed responses not yet ended
   std::atomic<std::uint64_t> next_id{1};

@@ -3,6 +3,7 @@
 #include <fmt/core.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -10,6 +11,7 @@
 
 #include "cachet/engine.h"
 #include "tools/bench_serve.h"
+#include "serve/cache_miss_json.h"
 #include "tools/commands.h"
 #include "tools/engine_flags.h"
 
@@ -115,6 +117,7 @@ json run_json(const bench::RunResult& run, const bench::RunMetrics& m,
           {"evictions", s.evictions},
           {"preemptions", s.preemptions},
           {"partial_hit_tokens", s.prefix_cache_partial_hit_tokens},
+          {"cache_misses", serve::cache_misses_json(s.prefix_cache_misses)},
           {"host_hit_tokens", s.prefix_cache_host_hit_tokens},
           {"host_blocks_stored", s.host_blocks_stored},
           {"host_blocks_loaded", s.host_blocks_loaded},
@@ -245,6 +248,15 @@ void print_table(const std::vector<RunReport>& runs) {
   }
   plain("requests (failed)",
         [](R r) { return fmt::format("{} ({})", r.metrics.num_requests, r.metrics.num_failed); });
+  // Why each request's cached prefix ended: a row per reason that any run saw.
+  for (std::size_t i = 0; i < kNumCacheMissReasons; ++i) {
+    if (std::none_of(runs.begin(), runs.end(),
+                     [i](R r) { return r.result.stats.prefix_cache_misses[i] > 0; }))
+      continue;
+    const std::string name =
+        fmt::format("miss: {}", to_string(static_cast<CacheMissReason>(i)));
+    plain(name.c_str(), [i](R r) { return r.result.stats.prefix_cache_misses[i]; });
+  }
 }
 
 // A progress bar on stderr, redrawn as requests finish; only on a terminal, so that logs

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "cachet/engine.h"
+#include "serve/cache_miss_json.h"
 #include "tools/commands.h"
 #include "tools/engine_flags.h"
 #include "tools/request_file.h"
@@ -46,6 +47,7 @@ nlohmann::json to_json(std::size_t index, const RequestOutput& out, const Sampli
   j["finish_reason"] = std::string(to_string(out.finish_reason));
   if (!out.error.empty()) j["error"] = out.error;
   j["num_cached_tokens"] = out.num_cached_tokens;
+  j["cache_miss"] = serve::cache_miss_json(out.cache_miss);
   if (params.logprobs) {
     j["logprobs"] = nlohmann::json::array();
     for (const auto& entry : out.logprobs) j["logprobs"].push_back(logprob_list(entry));
@@ -59,6 +61,7 @@ nlohmann::json to_json(std::size_t index, const RequestOutput& out, const Sampli
   } else {
     j["prompt_logprobs"] = nullptr;
   }
+  j["queue_ms"] = out.queue_ms;
   j["ttft_ms"] = out.ttft_ms;
   j["decode_ms"] = out.decode_ms;
   return j;
@@ -71,6 +74,7 @@ nlohmann::json stats_json(const EngineStats& s) {
           {"prefix_cache_hit_blocks", s.prefix_cache_hit_blocks},
           {"prefix_cache_hit_rate", s.prefix_cache_hit_rate},
           {"prefix_cache_partial_hit_tokens", s.prefix_cache_partial_hit_tokens},
+          {"prefix_cache_misses", serve::cache_misses_json(s.prefix_cache_misses)},
           {"prefix_cache_host_hit_tokens", s.prefix_cache_host_hit_tokens},
           {"host_blocks_used", s.host_blocks_used},
           {"host_blocks_stored", s.host_blocks_stored},

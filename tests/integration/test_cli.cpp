@@ -39,6 +39,9 @@ TEST_F(CliTest, GenerateJsonFollowsTheDocumentedSchema) {
     EXPECT_EQ(j["finish_reason"], "length");
     EXPECT_EQ(j["num_cached_tokens"], 0);
     EXPECT_TRUE(j["ttft_ms"].is_number());
+    EXPECT_TRUE(j["queue_ms"].is_number());
+    EXPECT_EQ(j["cache_miss"]["reason"], "bypassed") << "--prompt-logprobs computes it all";
+    EXPECT_LE(j["queue_ms"].get<double>(), j["ttft_ms"].get<double>());
     EXPECT_TRUE(j["decode_ms"].is_number());
     ASSERT_EQ(j["logprobs"].size(), 5u);
     for (std::size_t t = 0; t < 5; ++t) {

@@ -230,6 +230,23 @@ TEST(Engine, StopTokensMaxTokensAndMaxModelLenEndRequests) {
   EXPECT_EQ(capped.num_cached_tokens, 9);
 }
 
+// queue_ms is the wait before a request's first step: with one sequence at a time, the second
+// request waits at least while the first decodes.
+TEST(Engine, QueueTimeIsTheWaitBeforeTheFirstStep) {
+  TinyModel m(model::Arch::kQwen3);
+  EngineConfig c = m.engine_config();
+  c.max_num_seqs = 1;
+  Engine engine(c);
+  const auto out = engine.generate(
+      {prompt(11, 6, m.config.vocab_size), prompt(12, 6, m.config.vocab_size)}, greedy(20));
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_GE(out[0].queue_ms, 0.0);
+  EXPECT_LE(out[0].queue_ms, out[0].ttft_ms);
+  EXPECT_LE(out[1].queue_ms, out[1].ttft_ms);
+  EXPECT_GE(out[1].queue_ms, out[0].decode_ms)
+      << "scheduled only after the first request finished";
+}
+
 TEST(Engine, BadRequestsFailAloneWithClearMessages) {
   TinyModel m(model::Arch::kQwen3);
   EngineConfig c = m.engine_config();

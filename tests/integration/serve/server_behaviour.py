@@ -12,99 +12,18 @@
 Usage: server_behaviour.py CACHET_BIN WORK_DIR (makes the tiny model WORK_DIR/tiny-qwen3 when it
 is not there). Exits 1 on a failed check.
 """
-import http.client
 import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
-import time
 
-CACHET, WORK = sys.argv[1], sys.argv[2]
-MODEL_DIR = os.path.join(WORK, "tiny-qwen3")
+from serve_harness import Harness, get, post, stream_start, wait_for
+
+h = Harness(sys.argv[1], sys.argv[2])
+check, start = h.check, h.start
 CLIENTS = int(os.environ.get("CACHET_SERVE_CLIENTS", "16"))
-failures = []
-os.makedirs(WORK, exist_ok=True)
-if not os.path.exists(os.path.join(MODEL_DIR, "config.json")):
-    here = os.path.dirname(os.path.abspath(__file__))
-    tok = os.path.join(here, "..", "..", "data", "tokenizers", "qwen3")
-    subprocess.run([CACHET, "make-model", "--arch", "qwen3", "--preset", "tiny", "--seed", "7",
-                    "--tokenizer", tok, "--out", MODEL_DIR], check=True, stdout=subprocess.DEVNULL)
-
-
-def check(name, ok, why=""):
-    print(("ok - " if ok else "not ok - ") + name + ("" if ok else ": " + why), flush=True)
-    if not ok:
-        failures.append(name)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def start(extra=()):
-    port = free_port()
-    log = open(os.path.join(WORK, f"behaviour-{port}.log"), "w")
-    proc = subprocess.Popen([CACHET, "serve", "--model", MODEL_DIR, "--port", str(port),
-                             "--device", "cpu", "--threads", "1", "--block-size", "4", *extra],
-                            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if get(port, "/health")[0] == 200:
-                return proc, port
-        except OSError:
-            time.sleep(0.2)
-        if proc.poll() is not None:
-            break
-    proc.kill()
-    sys.exit(f"server did not come up; see {log.name}")
-
-
-def get(port, path):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    c.request("GET", path)
-    r = c.getresponse()
-    return r.status, json.loads(r.read() or b"null")
-
-
-def post(port, path, body, raw=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    data = raw if raw is not None else json.dumps(body).encode()
-    c.request("POST", path, body=data, headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    return r.status, r.read()
-
-
-def stream_start(port, body):
-    """Sends a streaming request and reads its first event; returns the open socket."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=60)
-    data = json.dumps(body).encode()
-    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Content-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
-    got = b""
-    while b"data: " not in got:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        got += chunk
-    return s, got
-
-
-def wait_for(port, cond, seconds=30):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        stats = get(port, "/stats")[1]
-        if cond(stats):
-            return stats
-        time.sleep(0.1)
-    return get(port, "/stats")[1]
 
 
 LONG = {"model": "tiny-qwen3", "prompt": "Count to a thousand:", "max_tokens": 3000,
@@ -213,5 +132,4 @@ finally:
     if proc.poll() is None:
         proc.kill()
 
-print(f"# {len(failures)} failed", flush=True)
-sys.exit(1 if failures else 0)
+h.finish()
