@@ -17,6 +17,8 @@ const Value* Dict::find(std::string_view key) const {
   return nullptr;
 }
 
+std::size_t Dict::size() const { return items_.size(); }
+
 void Dict::set(const std::string& key, Value value) {
   for (auto& [k, v] : items_)
     if (k == key) {

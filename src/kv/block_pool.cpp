@@ -86,19 +86,22 @@ std::optional<BlockId> BlockPool::lookup(const BlockHash& hash, const ChainLink&
   return std::nullopt;
 }
 
+std::int32_t BlockPool::leading_run(BlockId id, std::span<const TokenId> tokens) const {
+  const std::size_t limit = std::min(tokens.size(), static_cast<std::size_t>(block_size_));
+  const TokenId* stored = tokens_.data() + static_cast<std::size_t>(id.value) * block_size_;
+  return static_cast<std::int32_t>(
+      std::mismatch(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(limit), stored)
+          .first -
+      tokens.begin());
+}
+
 std::optional<BlockPool::PartialHit> BlockPool::longest_partial(
     const ChainLink& link, std::span<const TokenId> tokens) const {
   std::optional<PartialHit> best;
-  const std::size_t limit = std::min(tokens.size(), static_cast<std::size_t>(block_size_));
   auto [begin, end] = children_.equal_range(link.parent ? link.parent->value : 0);
   for (auto it = begin; it != end; ++it) {
     if (!same_link(at(it->second), link)) continue;
-    const TokenId* stored =
-        tokens_.data() + static_cast<std::size_t>(it->second.value) * block_size_;
-    const auto run = static_cast<std::int32_t>(
-        std::mismatch(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(limit), stored)
-            .first -
-        tokens.begin());
+    const std::int32_t run = leading_run(it->second, tokens);
     if (run > 0 && (!best || run > best->num_tokens)) best = PartialHit{it->second, run};
   }
   return best;
@@ -107,17 +110,13 @@ std::optional<BlockPool::PartialHit> BlockPool::longest_partial(
 BlockPool::NextBlocks BlockPool::next_blocks(const ChainLink& link,
                                              std::span<const TokenId> tokens) const {
   NextBlocks out;
-  const std::size_t limit = std::min(tokens.size(), static_cast<std::size_t>(block_size_));
+  const auto whole = static_cast<std::int32_t>(
+      std::min(tokens.size(), static_cast<std::size_t>(block_size_)));
   auto [begin, end] = children_.equal_range(link.parent ? link.parent->value : 0);
   for (auto it = begin; it != end; ++it) {
-    const TokenId* stored =
-        tokens_.data() + static_cast<std::size_t>(it->second.value) * block_size_;
-    const auto run = static_cast<std::int32_t>(
-        std::mismatch(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(limit), stored)
-            .first -
-        tokens.begin());
+    const std::int32_t run = leading_run(it->second, tokens);
     if (!same_link(at(it->second), link)) {  // a first block under another salt
-      out.under_other_salt |= run == static_cast<std::int32_t>(limit);
+      out.under_other_salt |= run == whole;
       continue;
     }
     ++out.num_continuations;

@@ -199,6 +199,8 @@ class BlockPool {
   Block& at(BlockId id) { return const_cast<Block&>(std::as_const(*this).at(id)); }
   bool same_content(BlockId id, const ChainLink& link, std::span<const TokenId> tokens) const;
   bool same_link(const Block& b, const ChainLink& link) const;
+  // How many of `tokens`' leading tokens (at most a block's) block `id` begins with.
+  std::int32_t leading_run(BlockId id, std::span<const TokenId> tokens) const;
   static std::uint64_t children_key(const Block& b);
   std::optional<SaltId> find_salt(std::string_view salt) const;
   SaltId use_salt(std::string_view salt);

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cachet/engine.h"
+#include "support/kv_steps.h"
 #include "support/tiny_model.h"
 
 namespace cachet {
@@ -12,16 +13,8 @@ namespace {
 
 using testing::greedy;
 
-std::vector<TokenId> run(TokenId first, int n) {
-  std::vector<TokenId> t;
-  for (int i = 0; i < n; ++i) t.push_back(first + i);
-  return t;
-}
-
-std::vector<TokenId> concat(std::vector<TokenId> a, const std::vector<TokenId>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
+using testing::concat;
+constexpr auto run = testing::tokens_from;
 
 CacheMiss miss_of(Engine& engine, const std::vector<TokenId>& prompt, std::string salt = "",
                   SamplingParams params = greedy(2)) {

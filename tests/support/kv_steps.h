@@ -21,6 +21,11 @@ inline std::vector<TokenId> tokens_from(TokenId first, int n) {
   return t;
 }
 
+inline std::vector<TokenId> concat(std::vector<TokenId> a, const std::vector<TokenId>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
 // Matches `tokens` (all of them may hit), admits them and commits them as computed; the
 // match in `out` when given.
 inline kv::SeqBlocks admit_all(kv::KvCacheManager& kv, const std::vector<TokenId>& tokens,

@@ -17,6 +17,7 @@ using kv::GhostIndex;
 using kv::KvCacheManager;
 using kv::SeqBlocks;
 using testing::admit_all;
+using testing::concat;
 using testing::tokens_from;
 
 constexpr std::int32_t kBs = 4;
@@ -32,11 +33,6 @@ CacheMiss explain(const KvCacheManager& kv, const std::vector<TokenId>& tokens,
   const kv::PrefixMatch m = kv.match(seq, tokens, max);
   if (cached) *cached = m.num_tokens;
   return kv.explain_miss(seq, tokens, m, max);
-}
-
-std::vector<TokenId> concat(std::vector<TokenId> a, const std::vector<TokenId>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
 }
 
 // Caches `tokens` (admitted, computed, released: the blocks stay cached).
