@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <map>
 
@@ -54,8 +55,12 @@ Value attribute_of(const Value& item, const std::string& path) {
     const std::size_t dot = path.find('.', from);
     const std::string part = path.substr(from, dot - from);
     if (v.is_undefined()) return v;
+    std::int64_t index = 0;
+    const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), index);
+    // A part of digits is an index (one too large for any list indexes nothing).
     v = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit)
-            ? get_item(v, Value(static_cast<std::int64_t>(std::stoll(part))))
+            ? (ec == std::errc() && end == part.data() + part.size() ? get_item(v, Value(index))
+                                                                     : Value::undefined(part))
             : get_item(v, Value(part));
     if (dot == std::string::npos) return v;
     from = dot + 1;

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <set>
 
 #include "chat/jinja_ast.h"
@@ -528,7 +529,13 @@ class Parser {
         if (peek().type == T::kInt) {  // x.0 is x[0]
           a->kind = Expr::Kind::kIndex;
           a->b = make(Expr::Kind::kLiteral, line);
-          a->b->value = Value(static_cast<std::int64_t>(std::stoll(next().text)));
+          const Token& index = next();
+          std::int64_t i = 0;
+          const auto [end, ec] =
+              std::from_chars(index.text.data(), index.text.data() + index.text.size(), i);
+          if (ec != std::errc() || end != index.text.data() + index.text.size())
+            fail(index.line, "index out of range: " + index.text);
+          a->b->value = Value(i);
         } else {
           a->name = name_token("an attribute name");
         }

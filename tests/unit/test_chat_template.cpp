@@ -153,6 +153,19 @@ TEST(ChatTemplate, NamespacesInACycleAreFreed) {
   EXPECT_THROW(raising.render("[]"), Error);
 }
 
+// Found by fuzz_chat_template: an index too large for an int64 (x.99999999999999999999, and
+// as map()'s attribute path) is an error or indexes nothing, never a std::out_of_range.
+TEST(ChatTemplate, HugeIndicesAreErrorsNotExceptions) {
+  EXPECT_THAT(testing::error_of([] { ChatTemplate t("{{ x.99999999999999999999 }}"); },
+                                ErrorCode::kInvalidArgument),
+              HasSubstr("index out of range: 99999999999999999999"));
+  const ChatTemplate by_attribute(
+      "{{ messages | map(attribute='99999999999999999999') | select('defined') | list }}");
+  EXPECT_EQ(by_attribute.render(R"([{"role": "user", "content": "hi"}])"), "[]");
+  const ChatTemplate tuple("{{ (7, 8).1 }}");
+  EXPECT_EQ(tuple.render("[]"), "8");
+}
+
 TEST(ChatTemplate, DeepNestingIsAnErrorNotAStackOverflow) {
   for (const std::string& source :
        {"{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}",
