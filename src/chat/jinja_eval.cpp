@@ -294,7 +294,11 @@ class Evaluator {
       case Expr::Kind::kUnary: {
         const Value v = eval(*e.a);
         if (e.name == "not") return Value(!v.truthy());
-        if (v.kind() == Value::Kind::kInt) return Value(e.name == "-" ? -v.as_int() : v.as_int());
+        if (v.kind() == Value::Kind::kInt) {
+          if (e.name == "-" && v.as_int() == INT64_MIN)
+            throw TemplateError("integer overflow in -: beyond 64 bits");
+          return Value(e.name == "-" ? -v.as_int() : v.as_int());
+        }
         if (v.kind() == Value::Kind::kFloat)
           return Value(e.name == "-" ? -v.as_number() : v.as_number());
         throw TemplateError(
@@ -353,9 +357,10 @@ class Evaluator {
           }
           if (step == 0) throw TemplateError("range() step must not be zero");
           List out;
-          for (std::int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+          for (std::int64_t i = start; step > 0 ? i < stop : i > stop;) {
             if (out.size() >= 100000) throw TemplateError("range() too long for a template");
             out.emplace_back(i);
+            if (__builtin_add_overflow(i, step, &i)) break;  // past the 64-bit end: past stop
           }
           return Value(std::move(out));
         },

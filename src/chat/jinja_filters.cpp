@@ -372,7 +372,10 @@ const std::map<std::string, Filter, std::less<>>& filters() {
       {"float", [](const Value& v, const CallArgs& a) { return number_filter(v, a, false); }},
       {"abs",
        [](const Value& v, const CallArgs&) {
-         if (v.kind() == Value::Kind::kInt) return Value(v.as_int() < 0 ? -v.as_int() : v.as_int());
+         if (v.kind() == Value::Kind::kInt) {
+           if (v.as_int() == INT64_MIN) fail("integer overflow in abs(): beyond 64 bits");
+           return Value(v.as_int() < 0 ? -v.as_int() : v.as_int());
+         }
          if (v.kind() == Value::Kind::kFloat) return Value(std::fabs(v.as_number()));
          fail("bad operand type for abs(): '" + v.type_name() + "'");
        }},

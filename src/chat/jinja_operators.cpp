@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "chat/jinja_builtins.h"
 
@@ -23,13 +24,41 @@ bool both_int(const Value& a, const Value& b) {
   return a.kind() != Value::Kind::kFloat && b.kind() != Value::Kind::kFloat;
 }
 
+// Python's ints have no bound; a template's are 64-bit, and going past that is an error.
+[[noreturn]] void overflow(const std::string& op) {
+  throw TemplateError(fmt::format("integer overflow in {}: beyond 64 bits", op));
+}
+
+std::int64_t checked(const std::string& op, std::int64_t a, std::int64_t b) {
+  std::int64_t r = 0;
+  const bool over = op == "+"   ? __builtin_add_overflow(a, b, &r)
+                    : op == "-" ? __builtin_sub_overflow(a, b, &r)
+                                : __builtin_mul_overflow(a, b, &r);
+  if (over) overflow(op);
+  return r;
+}
+
+// a ** b for b >= 0, by squaring.
+std::int64_t int_power(std::int64_t a, std::int64_t b) {
+  std::int64_t r = 1;
+  for (; b > 0; b >>= 1) {
+    if ((b & 1) != 0) r = checked("*", r, a);
+    if (b > 1) {
+      if (a > 3037000499 || a < -3037000499) overflow("**");  // a * a would not fit
+      a *= a;
+    }
+  }
+  return r;
+}
+
 Value arithmetic(const std::string& op, const Value& a, const Value& b) {
   if (!a.is_numeric() || !b.is_numeric()) unsupported(op, a, b);
   const bool ints = both_int(a, b);
   const double x = a.as_number(), y = b.as_number();
-  if (op == "+") return ints ? Value(a.as_int() + b.as_int()) : Value(x + y);
-  if (op == "-") return ints ? Value(a.as_int() - b.as_int()) : Value(x - y);
-  if (op == "*") return ints ? Value(a.as_int() * b.as_int()) : Value(x * y);
+  if (op == "+" || op == "-" || op == "*") {
+    if (ints) return Value(checked(op, a.as_int(), b.as_int()));
+    return Value(op == "+" ? x + y : op == "-" ? x - y : x * y);
+  }
   if (op == "/") {
     if (y == 0) throw TemplateError("division by zero");
     return Value(x / y);
@@ -37,6 +66,10 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
   if (op == "//" || op == "%") {
     if (y == 0) throw TemplateError("integer division or modulo by zero");
     if (ints) {
+      if (a.as_int() == INT64_MIN && b.as_int() == -1) {  // the quotient does not fit
+        if (op == "%") return Value(std::int64_t{0});
+        overflow(op);
+      }
       // Python rounds toward negative infinity, and the remainder takes the divisor's sign.
       std::int64_t q = a.as_int() / b.as_int(), r = a.as_int() % b.as_int();
       if (r != 0 && ((r < 0) != (b.as_int() < 0))) {
@@ -49,11 +82,7 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
     return op == "//" ? Value(q) : Value(x - q * y);
   }
   if (op == "**") {
-    if (ints && b.as_int() >= 0) {
-      std::int64_t r = 1;
-      for (std::int64_t i = 0; i < b.as_int(); ++i) r *= a.as_int();
-      return Value(r);
-    }
+    if (ints && b.as_int() >= 0) return Value(int_power(a.as_int(), b.as_int()));
     return Value(std::pow(x, y));
   }
   unsupported(op, a, b);

@@ -166,6 +166,28 @@ TEST(ChatTemplate, HugeIndicesAreErrorsNotExceptions) {
   EXPECT_EQ(tuple.render("[]"), "8");
 }
 
+// Found by fuzz_chat_template (UBSan): Python's ints have no bound, a template's are 64-bit;
+// going past that is an error, and a huge exponent does not loop.
+TEST(ChatTemplate, IntegerOverflowIsAnError) {
+  for (const char* source :
+       {"{{ 2 ** 3 * 3 ** 2 ** 20 }}", "{{ 9223372036854775807 + 1 }}",
+        "{{ -9223372036854775807 - 2 }}", "{{ 4294967296 * 4294967296 }}",
+        "{{ 3 ** 1000000000000 }}", "{{ (-9223372036854775807 - 1) // -1 }}",
+        "{{ -(-9223372036854775807 - 1) }}", "{{ (-9223372036854775807 - 1) | abs }}"}) {
+    SCOPED_TRACE(source);
+    EXPECT_THAT(testing::error_of([&] { ChatTemplate(source).render("[]"); },
+                                  ErrorCode::kInvalidArgument),
+                HasSubstr("integer overflow"));
+  }
+  EXPECT_EQ(ChatTemplate("{{ 2 ** 62 }} {{ (-2) ** 63 }} {{ 1 ** 1000000000000 }} "
+                         "{{ (-9223372036854775807 - 1) % -1 }} {{ 3037000499 ** 2 }}")
+                .render("[]"),
+            "4611686018427387904 -9223372036854775808 1 0 9223372030926249001");
+  EXPECT_EQ(ChatTemplate("{{ range(9223372036854775800, 9223372036854775807, 5) | list }}")
+                .render("[]"),
+            "[9223372036854775800, 9223372036854775805]");
+}
+
 TEST(ChatTemplate, DeepNestingIsAnErrorNotAStackOverflow) {
   for (const std::string& source :
        {"{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}",
