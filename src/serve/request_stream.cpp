@@ -11,8 +11,7 @@ namespace {
 void observe(ServerMetrics& metrics,
              std::vector<std::optional<std::chrono::steady_clock::time_point>>& last_token_at,
              const RequestUpdate& u) {
-  const auto i = static_cast<std::size_t>(u.sample_index);
-  if (i >= last_token_at.size()) last_token_at.resize(i + 1);
+  const auto i = static_cast<std::size_t>(u.sample_index);  // < num_samples: sized for them
   if (!u.new_token_ids.empty()) {
     const auto now = std::chrono::steady_clock::now();
     if (last_token_at[i])
@@ -29,6 +28,7 @@ RequestStream::RequestStream(Engine& engine, Request request,
                              std::shared_ptr<ServerMetrics> metrics)
     : engine_(engine), shared_(std::make_shared<Shared>()) {
   num_samples_ = std::max(1, request.params.n);
+  shared_->last_token_at.resize(static_cast<std::size_t>(num_samples_));
   std::shared_ptr<Shared> shared = shared_;
   id_ = engine_.submit(std::move(request), [shared, metrics](const RequestUpdate& u) {
     if (metrics) observe(*metrics, shared->last_token_at, u);

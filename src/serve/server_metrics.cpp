@@ -67,74 +67,86 @@ ServerMetrics::ServerMetrics(const EngineInfo& info)
                    "Between a sample's consecutive generated tokens", kTokenGapBuckets);
   e2e_ = histogram(r, "cachet:e2e_request_latency_seconds",
                    "From submission to the last generated token", kLatencyBuckets);
-  running_ = gauge(r, "cachet:num_requests_running", "Sequences the scheduler runs now");
-  waiting_ = gauge(r, "cachet:num_requests_waiting", "Sequences waiting to be scheduled");
-  healthy_ = gauge(r, "cachet:engine_healthy", "1 while the engine can run requests, else 0");
+  register_engine_metrics(info);
+}
 
-  cache_queries_ = counter(r, "cachet:prefix_cache_queries_total",
-                           "Prompt tokens looked up in the prefix cache (each request once)");
-  cache_hits_ = counter(r, "cachet:prefix_cache_hits_total",
-                        "Of the queried prompt tokens, those the prefix cache served");
-  const std::string src = "cachet:prompt_tokens_by_source_total";
-  const std::string src_help =
-      "Prompt tokens by where their K/V came from: computed, or the cache's device, host or disk "
-      "tier (each request once, at its first admission)";
-  auto& by_source = BuildCounter().Name(src).Help(src_help).Register(r);
+void ServerMetrics::register_engine_metrics(const EngineInfo& info) {
+  Registry& r = *registry_;
+  // A family, and each of its series fed by one EngineStats field.
+  using Field = std::int64_t EngineStats::*;
+  const auto counters = [&](const std::string& name, const std::string& help,
+                            std::vector<std::pair<Labels, Field>> series) {
+    auto& family = BuildCounter().Name(name).Help(help).Register(r);
+    for (auto& [labels, field] : series) engine_counters_.push_back({&family.Add(labels), field});
+  };
+  const auto gauges = [&](const std::string& name, const std::string& help,
+                          std::vector<std::pair<Labels, Field>> series) {
+    auto& family = BuildGauge().Name(name).Help(help).Register(r);
+    for (auto& [labels, field] : series) engine_gauges_.push_back({&family.Add(labels), field});
+  };
+  gauges("cachet:num_requests_running", "Sequences the scheduler runs now",
+         {{{}, &EngineStats::num_running}});
+  gauges("cachet:num_requests_waiting", "Sequences waiting to be scheduled",
+         {{{}, &EngineStats::num_waiting}});
+  healthy_ = gauge(r, "cachet:engine_healthy", "1 while the engine can run requests, else 0");
+  counters("cachet:prefix_cache_queries_total",
+           "Prompt tokens looked up in the prefix cache (each request once)",
+           {{{}, &EngineStats::prefix_cache_query_tokens}});
+  counters("cachet:prefix_cache_hits_total",
+           "Of the queried prompt tokens, those the prefix cache served",
+           {{{}, &EngineStats::prefix_cache_hit_tokens}});
+  // Computed and device-tier tokens are differences of engine fields: fed in sync_engine.
+  auto& by_source =
+      BuildCounter()
+          .Name("cachet:prompt_tokens_by_source_total")
+          .Help("Prompt tokens by where their K/V came from: computed, or the cache's device, "
+                "host or disk tier (each request once, at its first admission)")
+          .Register(r);
   src_computed_ = &by_source.Add({{"source", "computed"}});
   src_device_ = &by_source.Add({{"source", "device"}});
-  src_host_ = &by_source.Add({{"source", "host"}});
-  src_disk_ = &by_source.Add({{"source", "disk"}});
-  src_partial_ = counter(r, "cachet:prefix_cache_partial_hits_total",
-                         "Of the hit tokens, those copied from a block that matched only partly");
-
-  auto& blocks = BuildGauge()
-                     .Name("cachet:kv_blocks")
-                     .Help("KV blocks by tier and state (device: free, cached, in_use; host and "
-                           "disk: used)")
-                     .Register(r);
-  device_free_ = &blocks.Add({{"tier", "device"}, {"state", "free"}});
-  device_cached_ = &blocks.Add({{"tier", "device"}, {"state", "cached"}});
-  device_in_use_ = &blocks.Add({{"tier", "device"}, {"state", "in_use"}});
-  host_used_ = &blocks.Add({{"tier", "host"}, {"state", "used"}});
-  disk_used_ = &blocks.Add({{"tier", "disk"}, {"state", "used"}});
+  engine_counters_.push_back(
+      {&by_source.Add({{"source", "host"}}), &EngineStats::prefix_cache_host_hit_tokens});
+  engine_counters_.push_back(
+      {&by_source.Add({{"source", "disk"}}), &EngineStats::prefix_cache_disk_hit_tokens});
+  counters("cachet:prefix_cache_partial_hits_total",
+           "Of the hit tokens, those copied from a block that matched only partly",
+           {{{}, &EngineStats::prefix_cache_partial_hit_tokens}});
+  gauges("cachet:kv_blocks",
+         "KV blocks by tier and state (device: free, cached, in_use; host and disk: used)",
+         {{{{"tier", "device"}, {"state", "free"}}, &EngineStats::blocks_free},
+          {{{"tier", "device"}, {"state", "cached"}}, &EngineStats::blocks_cached},
+          {{{"tier", "device"}, {"state", "in_use"}}, &EngineStats::blocks_in_use},
+          {{{"tier", "host"}, {"state", "used"}}, &EngineStats::host_blocks_used},
+          {{{"tier", "disk"}, {"state", "used"}}, &EngineStats::disk_blocks_used}});
   auto& capacity = BuildGauge()
                        .Name("cachet:kv_blocks_capacity")
                        .Help("KV blocks each memory tier can hold")
                        .Register(r);
   capacity.Add({{"tier", "device"}}).Set(static_cast<double>(info.num_kv_blocks));
   capacity.Add({{"tier", "host"}}).Set(static_cast<double>(info.num_host_kv_blocks));
-  disk_bytes_ = gauge(r, "cachet:disk_kv_cache_bytes", "Bytes of the disk tier's records");
+  gauges("cachet:disk_kv_cache_bytes", "Bytes of the disk tier's records",
+         {{{}, &EngineStats::disk_bytes_used}});
   usage_ = gauge(r, "cachet:kv_cache_usage_perc",
                  "Fraction of the device KV blocks referenced by running requests (0 to 1)");
-  auto& pinned = BuildGauge()
-                     .Name("cachet:kv_blocks_pinned")
-                     .Help("KV blocks held by prefix pins, by tier")
-                     .Register(r);
-  device_pinned_ = &pinned.Add({{"tier", "device"}});
-  host_pinned_ = &pinned.Add({{"tier", "host"}});
-  auto& evictions = BuildCounter()
-                        .Name("cachet:kv_evictions_total")
-                        .Help("Cached KV blocks evicted, by tier")
-                        .Register(r);
-  evict_device_ = &evictions.Add({{"tier", "device"}});
-  evict_host_ = &evictions.Add({{"tier", "host"}});
-  evict_disk_ = &evictions.Add({{"tier", "disk"}});
-  auto& moves = BuildCounter()
-                    .Name("cachet:kv_tier_transfers_total")
-                    .Help("KV blocks copied between the cache's tiers, by direction")
-                    .Register(r);
-  to_host_ = &moves.Add({{"direction", "device_to_host"}});
-  from_host_ = &moves.Add({{"direction", "host_to_device"}});
-  to_disk_ = &moves.Add({{"direction", "host_to_disk"}});
-  from_disk_ = &moves.Add({{"direction", "disk_to_host"}});
-  auto& disk_failures = BuildCounter()
-                            .Name("cachet:disk_tier_failures_total")
-                            .Help("Disk tier records that failed: read (corrupt or unreadable), "
-                                  "write (failed), dropped (never queued)")
-                            .Register(r);
-  disk_read_failures_ = &disk_failures.Add({{"op", "read"}});
-  disk_write_failures_ = &disk_failures.Add({{"op", "write"}});
-  disk_writes_dropped_ = &disk_failures.Add({{"op", "dropped"}});
+  gauges("cachet:kv_blocks_pinned", "KV blocks held by prefix pins, by tier",
+         {{{{"tier", "device"}}, &EngineStats::blocks_pinned},
+          {{{"tier", "host"}}, &EngineStats::host_blocks_pinned}});
+  counters("cachet:kv_evictions_total", "Cached KV blocks evicted, by tier",
+           {{{{"tier", "device"}}, &EngineStats::evictions},
+            {{{"tier", "host"}}, &EngineStats::host_evictions},
+            {{{"tier", "disk"}}, &EngineStats::disk_evictions}});
+  counters("cachet:kv_tier_transfers_total",
+           "KV blocks copied between the cache's tiers, by direction",
+           {{{{"direction", "device_to_host"}}, &EngineStats::host_blocks_stored},
+            {{{"direction", "host_to_device"}}, &EngineStats::host_blocks_loaded},
+            {{{"direction", "host_to_disk"}}, &EngineStats::disk_blocks_written},
+            {{{"direction", "disk_to_host"}}, &EngineStats::disk_blocks_read}});
+  counters("cachet:disk_tier_failures_total",
+           "Disk tier records that failed: read (corrupt or unreadable), write (failed), "
+           "dropped (never queued)",
+           {{{{"op", "read"}}, &EngineStats::disk_read_failures},
+            {{{"op", "write"}}, &EngineStats::disk_write_failures},
+            {{{"op", "dropped"}}, &EngineStats::disk_writes_dropped}});
   auto& misses = BuildCounter()
                      .Name("cachet:prefix_cache_misses_total")
                      .Help("Requests by why their cached prefix ended where it did (a sample "
@@ -143,8 +155,9 @@ ServerMetrics::ServerMetrics(const EngineInfo& info)
   for (std::size_t i = 0; i < kNumCacheMissReasons; ++i)
     misses_[i] =
         &misses.Add({{"reason", std::string(to_string(static_cast<CacheMissReason>(i)))}});
-  preemptions_ = counter(r, "cachet:num_preemptions_total",
-                         "Running sequences preempted for KV blocks (recomputed later)");
+  counters("cachet:num_preemptions_total",
+           "Running sequences preempted for KV blocks (recomputed later)",
+           {{{}, &EngineStats::preemptions}});
 }
 
 void ServerMetrics::observe_token_gap(double gap_s, std::size_t num_tokens) {
@@ -163,11 +176,9 @@ void ServerMetrics::observe_finished(const RequestOutput& out, bool first_sample
 
 void ServerMetrics::sync_engine(const EngineStats& s, bool healthy) {
   const EngineStats& b = last_;
-  running_->Set(static_cast<double>(s.num_running));
-  waiting_->Set(static_cast<double>(s.num_waiting));
+  for (const auto& [counter, field] : engine_counters_) grow(counter, s.*field, b.*field);
+  for (const auto& [gauge, field] : engine_gauges_) gauge->Set(static_cast<double>(s.*field));
   healthy_->Set(healthy ? 1.0 : 0.0);
-  grow(cache_queries_, s.prefix_cache_query_tokens, b.prefix_cache_query_tokens);
-  grow(cache_hits_, s.prefix_cache_hit_tokens, b.prefix_cache_hit_tokens);
   const auto device = [](const EngineStats& e) {
     return e.prefix_cache_hit_tokens - e.prefix_cache_host_hit_tokens -
            e.prefix_cache_disk_hit_tokens;
@@ -175,31 +186,9 @@ void ServerMetrics::sync_engine(const EngineStats& s, bool healthy) {
   grow(src_computed_, s.prefix_cache_query_tokens - s.prefix_cache_hit_tokens,
        b.prefix_cache_query_tokens - b.prefix_cache_hit_tokens);
   grow(src_device_, device(s), device(b));
-  grow(src_host_, s.prefix_cache_host_hit_tokens, b.prefix_cache_host_hit_tokens);
-  grow(src_disk_, s.prefix_cache_disk_hit_tokens, b.prefix_cache_disk_hit_tokens);
-  grow(src_partial_, s.prefix_cache_partial_hit_tokens, b.prefix_cache_partial_hit_tokens);
-  device_free_->Set(static_cast<double>(s.blocks_free));
-  device_cached_->Set(static_cast<double>(s.blocks_cached));
-  device_in_use_->Set(static_cast<double>(s.blocks_in_use));
-  host_used_->Set(static_cast<double>(s.host_blocks_used));
-  disk_used_->Set(static_cast<double>(s.disk_blocks_used));
-  disk_bytes_->Set(static_cast<double>(s.disk_bytes_used));
   usage_->Set(num_kv_blocks_ > 0 ? static_cast<double>(s.blocks_in_use) /
                                        static_cast<double>(num_kv_blocks_)
                                  : 0.0);
-  device_pinned_->Set(static_cast<double>(s.blocks_pinned));
-  host_pinned_->Set(static_cast<double>(s.host_blocks_pinned));
-  grow(evict_device_, s.evictions, b.evictions);
-  grow(evict_host_, s.host_evictions, b.host_evictions);
-  grow(evict_disk_, s.disk_evictions, b.disk_evictions);
-  grow(to_host_, s.host_blocks_stored, b.host_blocks_stored);
-  grow(from_host_, s.host_blocks_loaded, b.host_blocks_loaded);
-  grow(to_disk_, s.disk_blocks_written, b.disk_blocks_written);
-  grow(from_disk_, s.disk_blocks_read, b.disk_blocks_read);
-  grow(disk_read_failures_, s.disk_read_failures, b.disk_read_failures);
-  grow(disk_write_failures_, s.disk_write_failures, b.disk_write_failures);
-  grow(disk_writes_dropped_, s.disk_writes_dropped, b.disk_writes_dropped);
-  grow(preemptions_, s.preemptions, b.preemptions);
   for (std::size_t i = 0; i < kNumCacheMissReasons; ++i)
     grow(misses_[i], s.prefix_cache_misses[i], b.prefix_cache_misses[i]);
   last_ = s;

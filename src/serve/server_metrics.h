@@ -20,6 +20,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "cachet/engine.h"
 
@@ -38,6 +39,7 @@ class ServerMetrics {
   std::string scrape(const Engine& engine);
 
  private:
+  void register_engine_metrics(const EngineInfo& info);
   void sync_engine(const EngineStats& s, bool healthy);
 
   std::shared_ptr<prometheus::Registry> registry_;
@@ -52,38 +54,20 @@ class ServerMetrics {
   prometheus::Histogram* ttft_ = nullptr;
   prometheus::Histogram* itl_ = nullptr;
   prometheus::Histogram* e2e_ = nullptr;
-  prometheus::Gauge* running_ = nullptr;
-  prometheus::Gauge* waiting_ = nullptr;
   prometheus::Gauge* healthy_ = nullptr;
 
-  // The prefix cache and its tiers.
-  prometheus::Counter* cache_queries_ = nullptr;
-  prometheus::Counter* cache_hits_ = nullptr;
+  // The prefix cache and its tiers: most series mirror one EngineStats field each.
+  template <class Metric>
+  struct FromEngine {
+    Metric* metric;
+    std::int64_t EngineStats::*field;
+  };
+  std::vector<FromEngine<prometheus::Counter>> engine_counters_;  // fed what the field grew by
+  std::vector<FromEngine<prometheus::Gauge>> engine_gauges_;      // set to the field
+  // The rest are computed from several fields.
   prometheus::Counter* src_computed_ = nullptr;
   prometheus::Counter* src_device_ = nullptr;
-  prometheus::Counter* src_host_ = nullptr;
-  prometheus::Counter* src_disk_ = nullptr;
-  prometheus::Counter* src_partial_ = nullptr;
-  prometheus::Gauge* device_free_ = nullptr;
-  prometheus::Gauge* device_cached_ = nullptr;
-  prometheus::Gauge* device_in_use_ = nullptr;
-  prometheus::Gauge* host_used_ = nullptr;
-  prometheus::Gauge* disk_used_ = nullptr;
-  prometheus::Gauge* disk_bytes_ = nullptr;
   prometheus::Gauge* usage_ = nullptr;
-  prometheus::Gauge* device_pinned_ = nullptr;
-  prometheus::Gauge* host_pinned_ = nullptr;
-  prometheus::Counter* evict_device_ = nullptr;
-  prometheus::Counter* evict_host_ = nullptr;
-  prometheus::Counter* evict_disk_ = nullptr;
-  prometheus::Counter* to_host_ = nullptr;
-  prometheus::Counter* from_host_ = nullptr;
-  prometheus::Counter* to_disk_ = nullptr;
-  prometheus::Counter* from_disk_ = nullptr;
-  prometheus::Counter* disk_read_failures_ = nullptr;
-  prometheus::Counter* disk_write_failures_ = nullptr;
-  prometheus::Counter* disk_writes_dropped_ = nullptr;
-  prometheus::Counter* preemptions_ = nullptr;
   std::array<prometheus::Counter*, kNumCacheMissReasons> misses_{};  // by CacheMissReason
   std::int64_t num_kv_blocks_ = 0;
 };
