@@ -158,10 +158,9 @@ void Scheduler::admit_waiting(Step& step, std::int32_t& budget) {
     if (!seq->admitted_before) {
       seq->admitted_before = true;
       seq->output.num_cached_tokens = match.num_tokens;
-      seq->output.cache_miss =
-          needs_whole_prompt(*seq) && kv_.caching_enabled()
-              ? CacheMiss{CacheMissReason::kBypassed, 0, false, {}}
-              : kv_.explain_miss(seq->kv, seq->tokens, match, seq->size() - 1);
+      seq->output.cache_miss = needs_whole_prompt(*seq) && kv_.caching_enabled()
+                                   ? CacheMiss{CacheMissReason::kBypassed, 0, false, {}}
+                                   : kv_.explain_miss(seq->kv, seq->tokens, match, seq->size() - 1);
       ++counters_.misses[static_cast<std::size_t>(seq->output.cache_miss.reason)];
       seq->output.queue_ms =
           std::chrono::duration<double, std::milli>(Clock::now() - seq->submitted).count();

@@ -31,7 +31,7 @@ struct Sequence {
   std::int32_t num_computed = 0;
   kv::SeqBlocks kv;  // block table, block hashes, cache salt
   bool admitted_before = false;  // prefix-cache statistics count a request's first admission only
-  std::optional<CachePin> pin;  // to apply once the prompt is computed (sample 0 only)
+  std::optional<CachePin> pin;   // to apply once the prompt is computed (sample 0 only)
   SeqStatus status = SeqStatus::kWaiting;
   RequestOutput output;
   std::unique_ptr<OutputText> text;  // when the model has a tokenizer

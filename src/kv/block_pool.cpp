@@ -110,8 +110,8 @@ std::optional<BlockPool::PartialHit> BlockPool::longest_partial(
 BlockPool::NextBlocks BlockPool::next_blocks(const ChainLink& link,
                                              std::span<const TokenId> tokens) const {
   NextBlocks out;
-  const auto whole = static_cast<std::int32_t>(
-      std::min(tokens.size(), static_cast<std::size_t>(block_size_)));
+  const auto whole =
+      static_cast<std::int32_t>(std::min(tokens.size(), static_cast<std::size_t>(block_size_)));
   auto [begin, end] = children_.equal_range(link.parent ? link.parent->value : 0);
   for (auto it = begin; it != end; ++it) {
     const std::int32_t run = leading_run(it->second, tokens);

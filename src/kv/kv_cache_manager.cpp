@@ -121,10 +121,9 @@ CacheMiss KvCacheManager::explain_miss(const SeqBlocks& seq, std::span<const Tok
   if (full > 0)
     parent = full <= m.blocks.size() ? pool_.content_of(m.blocks[full - 1])
                                      : host_.content(m.host_slots[full - 1 - m.blocks.size()]);
-  const auto next = pool_.next_blocks(
-      link_at(full, seq, parent),
-      tokens.subspan(full * static_cast<std::size_t>(block_size_),
-                     static_cast<std::size_t>(block_size_)));
+  const auto next = pool_.next_blocks(link_at(full, seq, parent),
+                                      tokens.subspan(full * static_cast<std::size_t>(block_size_),
+                                                     static_cast<std::size_t>(block_size_)));
   if (full == 0 && next.under_other_salt) {
     out.reason = CacheMissReason::kOtherSalt;
   } else if (next.num_continuations > 0 && (full > 0 || next.longest_run > 0)) {

@@ -32,9 +32,9 @@
 #include <string>
 #include <vector>
 
+#include "cachet/types.h"
 #include "kv/block_hash.h"
 #include "kv/block_pool.h"
-#include "cachet/types.h"
 #include "kv/disk_tier.h"
 #include "kv/ghost_index.h"
 #include "kv/host_tier.h"

@@ -32,8 +32,7 @@ class RequestStream {
  public:
   // Submits `request`. Throws what Engine::submit throws (a failed or stopping engine).
   // `metrics`, when given, observes its tokens and outputs.
-  RequestStream(Engine& engine, Request request,
-                std::shared_ptr<ServerMetrics> metrics = nullptr);
+  RequestStream(Engine& engine, Request request, std::shared_ptr<ServerMetrics> metrics = nullptr);
   ~RequestStream();
   RequestStream(const RequestStream&) = delete;
   RequestStream& operator=(const RequestStream&) = delete;

@@ -15,12 +15,12 @@ using prometheus::Labels;
 using prometheus::Registry;
 
 // Seconds, from a millisecond to over a quarter of an hour (a long prompt on the CPU).
-const Histogram::BucketBoundaries kLatencyBuckets = {
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,  1.0,
-    2.5,   5.0,    10.0,  25.0, 50.0,  100., 250., 500., 1000.};
-const Histogram::BucketBoundaries kTokenGapBuckets = {
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1,
-    0.15,   0.25,  0.5,    0.75,  1.0,  2.5,   5.0,  10.0};
+const Histogram::BucketBoundaries kLatencyBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                     0.25,  0.5,    1.0,   2.5,  5.0,   10.0, 25.0,
+                                                     50.0,  100.,   250.,  500., 1000.};
+const Histogram::BucketBoundaries kTokenGapBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                      0.05,   0.075, 0.1,    0.15,  0.25, 0.5,
+                                                      0.75,   1.0,   2.5,    5.0,   10.0};
 
 prometheus::Counter* counter(Registry& r, const std::string& name, const std::string& help,
                              const Labels& labels = {}) {
@@ -58,9 +58,9 @@ ServerMetrics::ServerMetrics(const EngineInfo& info)
   prompt_tokens_ = counter(r, "cachet:prompt_tokens_total", "Prompt tokens of finished requests");
   generation_tokens_ =
       counter(r, "cachet:generation_tokens_total", "Tokens generated, by finished samples");
-  queue_time_ = histogram(r, "cachet:request_queue_time_seconds",
-                          "From submission to the first step that scheduled the request",
-                          kLatencyBuckets);
+  queue_time_ =
+      histogram(r, "cachet:request_queue_time_seconds",
+                "From submission to the first step that scheduled the request", kLatencyBuckets);
   ttft_ = histogram(r, "cachet:time_to_first_token_seconds",
                     "From submission to the first generated token", kLatencyBuckets);
   itl_ = histogram(r, "cachet:inter_token_latency_seconds",
@@ -99,8 +99,9 @@ void ServerMetrics::register_engine_metrics(const EngineInfo& info) {
   auto& by_source =
       BuildCounter()
           .Name("cachet:prompt_tokens_by_source_total")
-          .Help("Prompt tokens by where their K/V came from: computed, or the cache's device, "
-                "host or disk tier (each request once, at its first admission)")
+          .Help(
+              "Prompt tokens by where their K/V came from: computed, or the cache's device, "
+              "host or disk tier (each request once, at its first admission)")
           .Register(r);
   src_computed_ = &by_source.Add({{"source", "computed"}});
   src_device_ = &by_source.Add({{"source", "device"}});
@@ -149,19 +150,20 @@ void ServerMetrics::register_engine_metrics(const EngineInfo& info) {
             {{{"op", "dropped"}}, &EngineStats::disk_writes_dropped}});
   auto& misses = BuildCounter()
                      .Name("cachet:prefix_cache_misses_total")
-                     .Help("Requests by why their cached prefix ended where it did (a sample "
-                           "each; reason none: it served all it could)")
+                     .Help(
+                         "Requests by why their cached prefix ended where it did (a sample "
+                         "each; reason none: it served all it could)")
                      .Register(r);
   for (std::size_t i = 0; i < kNumCacheMissReasons; ++i)
-    misses_[i] =
-        &misses.Add({{"reason", std::string(to_string(static_cast<CacheMissReason>(i)))}});
+    misses_[i] = &misses.Add({{"reason", std::string(to_string(static_cast<CacheMissReason>(i)))}});
   counters("cachet:num_preemptions_total",
            "Running sequences preempted for KV blocks (recomputed later)",
            {{{}, &EngineStats::preemptions}});
 }
 
 void ServerMetrics::observe_token_gap(double gap_s, std::size_t num_tokens) {
-  for (std::size_t i = 0; i < num_tokens; ++i) itl_->Observe(gap_s / static_cast<double>(num_tokens));
+  for (std::size_t i = 0; i < num_tokens; ++i)
+    itl_->Observe(gap_s / static_cast<double>(num_tokens));
 }
 
 void ServerMetrics::observe_finished(const RequestOutput& out, bool first_sample) {
@@ -186,9 +188,9 @@ void ServerMetrics::sync_engine(const EngineStats& s, bool healthy) {
   grow(src_computed_, s.prefix_cache_query_tokens - s.prefix_cache_hit_tokens,
        b.prefix_cache_query_tokens - b.prefix_cache_hit_tokens);
   grow(src_device_, device(s), device(b));
-  usage_->Set(num_kv_blocks_ > 0 ? static_cast<double>(s.blocks_in_use) /
-                                       static_cast<double>(num_kv_blocks_)
-                                 : 0.0);
+  usage_->Set(num_kv_blocks_ > 0
+                  ? static_cast<double>(s.blocks_in_use) / static_cast<double>(num_kv_blocks_)
+                  : 0.0);
   for (std::size_t i = 0; i < kNumCacheMissReasons; ++i)
     grow(misses_[i], s.prefix_cache_misses[i], b.prefix_cache_misses[i]);
   last_ = s;

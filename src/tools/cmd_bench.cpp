@@ -10,8 +10,8 @@
 #include <optional>
 
 #include "cachet/engine.h"
-#include "tools/bench_serve.h"
 #include "serve/cache_miss_json.h"
+#include "tools/bench_serve.h"
 #include "tools/commands.h"
 #include "tools/engine_flags.h"
 
@@ -253,8 +253,7 @@ void print_table(const std::vector<RunReport>& runs) {
     if (std::none_of(runs.begin(), runs.end(),
                      [i](R r) { return r.result.stats.prefix_cache_misses[i] > 0; }))
       continue;
-    const std::string name =
-        fmt::format("miss: {}", to_string(static_cast<CacheMissReason>(i)));
+    const std::string name = fmt::format("miss: {}", to_string(static_cast<CacheMissReason>(i)));
     plain(name.c_str(), [i](R r) { return r.result.stats.prefix_cache_misses[i]; });
   }
 }

@@ -243,8 +243,7 @@ TEST(Engine, QueueTimeIsTheWaitBeforeTheFirstStep) {
   EXPECT_GE(out[0].queue_ms, 0.0);
   EXPECT_LE(out[0].queue_ms, out[0].ttft_ms);
   EXPECT_LE(out[1].queue_ms, out[1].ttft_ms);
-  EXPECT_GE(out[1].queue_ms, out[0].decode_ms)
-      << "scheduled only after the first request finished";
+  EXPECT_GE(out[1].queue_ms, out[0].decode_ms) << "scheduled only after the first request finished";
 }
 
 TEST(Engine, BadRequestsFailAloneWithClearMessages) {

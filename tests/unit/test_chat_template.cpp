@@ -175,17 +175,17 @@ TEST(ChatTemplate, IntegerOverflowIsAnError) {
         "{{ 3 ** 1000000000000 }}", "{{ (-9223372036854775807 - 1) // -1 }}",
         "{{ -(-9223372036854775807 - 1) }}", "{{ (-9223372036854775807 - 1) | abs }}"}) {
     SCOPED_TRACE(source);
-    EXPECT_THAT(testing::error_of([&] { ChatTemplate(source).render("[]"); },
-                                  ErrorCode::kInvalidArgument),
-                HasSubstr("integer overflow"));
+    EXPECT_THAT(
+        testing::error_of([&] { ChatTemplate(source).render("[]"); }, ErrorCode::kInvalidArgument),
+        HasSubstr("integer overflow"));
   }
   EXPECT_EQ(ChatTemplate("{{ 2 ** 62 }} {{ (-2) ** 63 }} {{ 1 ** 1000000000000 }} "
                          "{{ (-9223372036854775807 - 1) % -1 }} {{ 3037000499 ** 2 }}")
                 .render("[]"),
             "4611686018427387904 -9223372036854775808 1 0 9223372030926249001");
-  EXPECT_EQ(ChatTemplate("{{ range(9223372036854775800, 9223372036854775807, 5) | list }}")
-                .render("[]"),
-            "[9223372036854775800, 9223372036854775805]");
+  EXPECT_EQ(
+      ChatTemplate("{{ range(9223372036854775800, 9223372036854775807, 5) | list }}").render("[]"),
+      "[9223372036854775800, 9223372036854775805]");
 }
 
 TEST(ChatTemplate, DeepNestingIsAnErrorNotAStackOverflow) {
